@@ -1,0 +1,60 @@
+# Run `make help` for the list of targets. Every target sets up .venv first if it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# pip takes this build from PyPI: CUDA on Linux GPU machines; on this project's CPU
+# machines it resolves to a local CPU build without a large download.
+TORCH_SPEC ?= torch==2.13.0
+CONFIG_DIR ?= configs
+EXPERIMENT ?=
+HUB_DIR ?= hub-data
+HUB_PORT ?= 8089
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data train eval push space serve tiny-base demo test bench clean
+
+help: ## list every target with one line each
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv and install everything (runs automatically)
+
+data: setup ## clean, split and chat-format the flashcards (configs/data.yaml)
+	$(PY) -m training prepare --config $(CONFIG_DIR)/data.yaml
+
+train: setup ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
+	$(PY) -m training train --config-dir $(CONFIG_DIR) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),--all)
+
+eval: setup ## evaluate the base model and every trained adapter
+	$(PY) -m training evaluate --config-dir $(CONFIG_DIR)
+
+push: setup ## publish dataset, adapters (one branch each) and model cards to the Hub
+	$(PY) -m hub push --config-dir $(CONFIG_DIR)
+
+space: setup ## create or update the Gradio Space serving the best adapter
+	$(PY) -m hub deploy-space --config-dir $(CONFIG_DIR)
+
+serve: setup ## run the local offline Hub server on HUB_PORT with data in HUB_DIR
+	$(PY) -m hub serve --dir $(HUB_DIR) --port $(HUB_PORT)
+
+tiny-base: setup ## build the tiny offline TinyLlama-shaped base model
+	$(PY) -m training build-tiny-base
+
+demo: setup ## the whole product offline: data, train, eval, local Hub, push, Space
+	$(PY) -m hub demo
+
+test: setup ## run the test suite
+	$(PY) -m pytest
+
+bench: setup ## CPU benchmarks (GPU ones: see bench/README.md)
+	$(PY) bench/run_cpu.py
+
+clean: ## remove generated data, runs and evaluations (keeps .venv)
+	rm -rf data runs eval artifacts hub-data dry-run test-artifacts

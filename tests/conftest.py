@@ -1,0 +1,67 @@
+"""Shared fixtures.
+
+The Hub client environment must be set before `huggingface_hub` or `datasets` is imported
+(both read it at import time), so it is set here, at collection, for the whole session: every
+Hub call in the tests goes to the local Hub server on loopback, never to the internet.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="medqa-tests-"))
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HOME"] = str(_SESSION_TMP / "hf-home")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data in ../shared/data (never copied into the repo)."""
+    if not (SHARED_DATA / "README.md").exists():
+        pytest.skip(f"real data not available: {SHARED_DATA} is absent (it sits beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(shared_data):
+    """The real TinyLlama tokenizer from ../shared/data/tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(shared_data / "tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny offline TinyLlama-shaped base model (random init, a few MB), built once."""
+    from training.tiny_base import build_tiny_base
+
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def sample_flashcards() -> Path:
+    from training.sample import SAMPLE_PATH
+
+    return SAMPLE_PATH

@@ -1,0 +1,1 @@
+"""Fine-tune TinyLlama-1.1B-Chat with LoRA on medical flashcards: prepare, train, evaluate."""

@@ -1,0 +1,43 @@
+"""`python -m training <command>`: each command lives in its own module.
+
+A command module exposes `add_arguments(parser)` and `run(args) -> int`, and keeps heavy imports
+(torch, transformers, datasets) inside functions so that `--help` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from training.errors import UserError
+
+COMMANDS = {
+    "prepare": ("training.prepare", "clean, split and chat-format the flashcards"),
+    "train": ("training.train", "fine-tune LoRA adapters, one experiment or all"),
+    "evaluate": ("training.evaluate", "BLEU / ROUGE / perplexity / MedQA for base and adapters"),
+    "build-tiny-base": ("training.tiny_base", "build the tiny offline TinyLlama-shaped base model"),
+}
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m training", commands=COMMANDS) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, (module_name, help_text) in commands.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    return run_guarded(modules[args.command].run, args)
+
+
+def run_guarded(func, *args) -> int:
+    """Run a command; user errors become one line on stderr and their exit code."""
+    try:
+        return int(func(*args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

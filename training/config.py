@@ -1,0 +1,262 @@
+"""Typed, validated configuration: YAML file -> `--set` overrides -> config object -> code.
+
+Every setting is a pydantic field with a description. Unknown keys are rejected with the closest
+valid name; all problems in a file are reported at once.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from training.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# Pinned upstream revisions, so a rerun reads the same bytes.
+TINYLLAMA_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+TINYLLAMA_REVISION = "fe8a4ea1ffedaf415f4da2f062534de366a451e6"
+FLASHCARDS_ID = "medalpaca/medical_meadow_medical_flashcards"
+FLASHCARDS_REVISION = "main"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful medical assistant. Answer the medical question accurately and concisely. "
+    "You do not replace a doctor."
+)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationConfig(StrictModel):
+    """How the fine-tuned model answers; travels with the adapter to the Space (chat contract)."""
+
+    max_new_tokens: int = Field(256, gt=0, le=4096, description="answer length cap, in tokens")
+    do_sample: bool = Field(False, description="False: greedy decoding")
+    temperature: float = Field(0.7, gt=0, le=2.0, description="used only when do_sample")
+    top_p: float = Field(0.9, gt=0, le=1.0, description="used only when do_sample")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="1.0 disables it")
+    max_input_tokens: int = Field(1024, gt=0, description="prompt tokens kept (oldest turns dropped first)")
+
+
+class DataConfig(StrictModel):
+    """`python -m training prepare`: where the flashcards come from and how they are cleaned."""
+
+    source: str = Field(FLASHCARDS_ID, description="Hub dataset id, or a local .json/.jsonl/.csv/.parquet file")
+    revision: str | None = Field(FLASHCARDS_REVISION, description="Hub revision (ignored for local files)")
+    extra_sources: list[str] = Field(default_factory=list, description="more local files or Hub ids, merged before cleaning")
+    columns: dict[str, str] | None = Field(
+        None, description="map source column names to question/answer, e.g. {q: question, a: answer}"
+    )
+    tokenizer: str = Field(TINYLLAMA_ID, description="tokenizer whose chat template formats the rows (id or path)")
+    tokenizer_revision: str | None = Field(TINYLLAMA_REVISION, description="Hub revision of the tokenizer")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="system turn put before every question")
+    min_chars: int = Field(10, ge=0, description="shortest question or answer kept, in characters")
+    max_chars: int = Field(2000, gt=0, description="longest question or answer kept, in characters")
+    max_examples: int | Literal["all"] = Field(3000, description="deterministic subsample size, or 'all'")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions")
+    seed: int = Field(42, description="seed for subsampling and splitting")
+    output_dir: Path = Field(Path("data/processed"), description="where the DatasetDict and data_report.json go")
+
+    @field_validator("max_examples", mode="before")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and not isinstance(v, bool) and v <= 0:
+            raise ValueError("must be a positive integer or 'all'")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
+            raise ValueError(f"split {list(self.split)} must be three positive fractions summing to 1")
+        return self
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="modules that get adapters"
+    )
+
+
+class ExperimentConfig(StrictModel):
+    """`python -m training train --experiment NAME`: one fine-tuning run."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="experiment name, also its branch")
+    description: str = Field("", description="one line for the model card")
+    base_model: str = Field(TINYLLAMA_ID, description="Hub id or local path of the base model")
+    base_revision: str | None = Field(TINYLLAMA_REVISION, description="Hub revision of the base (ignored for paths)")
+    data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
+    runs_dir: Path = Field(Path("runs"), description="the run goes to runs_dir/name")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="peak learning rate")
+    per_device_batch_size: int = Field(4, gt=0, description="sequences per device per micro-step")
+    effective_batch_size: int = Field(8, gt=0, description="sequences per optimizer step; sets gradient accumulation")
+    epochs: float = Field(3, gt=0, description="passes over the training split")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    max_seq_length: int = Field(512, gt=8, description="longer examples are truncated")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    quantization: Literal["auto", "nf4", "none"] = Field(
+        "auto", description="nf4: 4-bit QLoRA (CUDA + bitsandbytes); auto: nf4 when available, else none"
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU"
+    )
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps")
+    logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
+    save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)")
+    seed: int = Field(42, description="seed for init, dropout and data order")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.effective_batch_size % self.per_device_batch_size:
+            raise ValueError(
+                f"effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                f"per_device_batch_size ({self.per_device_batch_size})"
+            )
+        return self
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.effective_batch_size // self.per_device_batch_size
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+
+M = TypeVar("M", bound=StrictModel)
+
+
+def load_config(model: type[M], path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), **defaults) -> M:
+    """Read a YAML file (optional), apply `key=value` overrides (dotted keys), validate."""
+    data: dict[str, Any] = dict(defaults)
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        data.update(read_yaml(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    if overrides:
+        where += " with --set " + " ".join(overrides)
+    return validate(model, data, where)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{at} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else child
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def validate(model: type[M], data: dict[str, Any], where: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [describe_problem(model, err) for err in exc.errors()]
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+
+
+def describe_problem(model: type[BaseModel], err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        valid = fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f" (did you mean '{'.'.join(loc[:-1] + [close[0]])}'?)" if close else f" (valid keys: {', '.join(valid)})"
+        return f"unknown key '{key}'{hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"missing required key '{key}'"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"'{key}': {msg}{shown}"
+
+
+def fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def experiment_path(name_or_path: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """An experiment is a name (configs/experiments/NAME.yaml) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    path = config_dir / "experiments" / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (config_dir / "experiments").glob("*.yaml"))
+        close = difflib.get_close_matches(name_or_path, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known) or 'none'}"
+        raise ConfigError(f"unknown experiment '{name_or_path}' in {config_dir / 'experiments'} ({hint})")
+    return path
+
+
+def all_experiments(config_dir: Path = CONFIG_DIR) -> list[Path]:
+    return sorted((config_dir / "experiments").glob("*.yaml"))
+
+
+def load_experiment(name_or_path: str, overrides=(), config_dir: Path = CONFIG_DIR) -> ExperimentConfig:
+    path = experiment_path(name_or_path, config_dir)
+    return load_config(ExperimentConfig, path, overrides, name=path.stem)
+
+
+def dump(config: BaseModel) -> dict[str, Any]:
+    """JSON-safe dict of a config (paths as strings), for provenance files."""
+    return config.model_dump(mode="json")
