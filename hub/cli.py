@@ -7,6 +7,7 @@ COMMANDS = {
     "serve": ("hub.server", "run the local, offline stand-in for the Hugging Face Hub API"),
     "push": ("hub.publish", "publish the dataset, every experiment's adapter and model cards"),
     "deploy-space": ("hub.space_deploy", "create or update the Gradio Space and pin the best adapter"),
+    "demo": ("hub.demo", "the whole product offline: data, training, evaluation, local Hub, Space"),
 }
 
 

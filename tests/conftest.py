@@ -47,9 +47,10 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def real_tokenizer(shared_data):
     """The real TinyLlama tokenizer from ../shared/data/tokenizer."""
-    from transformers import AutoTokenizer
+    from training.chat import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(shared_data / "tokenizer"))
+    # load_tokenizer: this tokenizer.json's legacy merges are rejected by tokenizers >= 0.23.
+    return load_tokenizer(shared_data / "tokenizer")
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +66,43 @@ def sample_flashcards() -> Path:
     from training.sample import SAMPLE_PATH
 
     return SAMPLE_PATH
+
+
+# ---- local Hub server (hub/server) -------------------------------------------------------
+class LocalHub:
+    """The session's local Hub server: where it listens, its data, and a token per role."""
+
+    user = "tester"
+
+    def __init__(self, handle, write_token: str, read_token: str):
+        self.handle = handle
+        self.url = handle.url
+        self.data_dir = handle.data_dir
+        self.write_token = write_token
+        self.read_token = read_token
+
+    def repo_id(self, prefix: str = "repo") -> str:
+        """A fresh repo id in the test user's namespace, so tests never collide."""
+        import uuid
+
+        return f"{self.user}/{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory):
+    """The local Hub server on HUB_PORT (where HF_ENDPOINT points) with a temporary data dir."""
+    from hub.server import ensure_token, start_in_thread
+
+    data_dir = tmp_path_factory.mktemp("hub-data")
+    handle = start_in_thread(data_dir, port=HUB_PORT)
+    hub = LocalHub(handle, ensure_token(data_dir, LocalHub.user, "write"),
+                   ensure_token(data_dir, LocalHub.user, "read"))
+    yield hub
+    handle.close()
+
+
+@pytest.fixture
+def hub_token(hub_server, monkeypatch) -> str:
+    """HF_TOKEN set to the session server's write token for one test."""
+    monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
+    return hub_server.write_token

@@ -117,6 +117,7 @@ class ExperimentConfig(StrictModel):
     eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps")
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
     save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)")
+    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept in runs/<name>/checkpoints")
     seed: int = Field(42, description="seed for init, dropout and data order")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
@@ -260,3 +261,28 @@ def load_experiment(name_or_path: str, overrides=(), config_dir: Path = CONFIG_D
 def dump(config: BaseModel) -> dict[str, Any]:
     """JSON-safe dict of a config (paths as strings), for provenance files."""
     return config.model_dump(mode="json")
+
+
+class EvalConfig(StrictModel):
+    """`python -m training evaluate`: base model and every trained adapter on the test split (configs/eval.yaml)."""
+
+    base_model: str | None = Field(None, description="base model id or path; None: the base the runs were trained on")
+    base_revision: str | None = Field(None, description="Hub revision of base_model (ignored for paths)")
+    data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
+    split: str = Field("test", description="split of data_dir to evaluate on")
+    runs_dir: Path = Field(Path("runs"), description="trained experiments: runs_dir/<name>/adapter")
+    output_dir: Path = Field(Path("eval"), description="where eval/<model>/, comparison.* and plots/ go")
+    models: list[str] | None = Field(None, description="evaluate only these ('base' and/or experiment names); None: all")
+    limit: int | None = Field(None, gt=0, description="evaluate only the first N test examples")
+    batch_size: int = Field(16, gt=0, description="sequences per forward pass")
+    max_new_tokens: int = Field(128, gt=0, le=4096, description="generated answer length cap (greedy decoding)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")
+    medqa: str | None = Field(
+        "GBaker/MedQA-USMLE-4-options", description="MedQA 4-option questions: Hub dataset id or local JSONL; None: skip"
+    )
+    medqa_revision: str | None = Field(None, description="Hub revision of the MedQA dataset")
+    medqa_split: str = Field("test", description="split of the MedQA Hub dataset")
+    medqa_limit: int | None = Field(200, gt=0, description="score only the first N MedQA questions; None: all")
+    bootstrap_resamples: int = Field(1000, gt=0, description="bootstrap resamples for confidence intervals")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    seed: int = Field(42, description="seed of the bootstrap resamples")

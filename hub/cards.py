@@ -1,0 +1,265 @@
+"""Model and dataset cards: Hub metadata (ModelCardData / DatasetCardData) + a Jinja body.
+
+Cards are built only from the published artifacts (never from the clock or the machine that
+pushes), so pushing the same artifacts twice renders the same bytes and makes no commit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub.artifacts import Experiment, Inputs
+from training.errors import HubError
+
+TEMPLATES = Path(__file__).parent / "templates"
+HUB_URL = "https://huggingface.co"
+TAGS = ["medical", "lora", "peft", "trl", "sft", "question-answering"]
+MEDQA_DEFAULT = "GBaker/MedQA-USMLE-4-options"
+
+# (metrics.json key, table label, model-index metric type, format)
+METRICS = (
+    ("bleu", "BLEU", "bleu", "{:.2f}"),
+    ("rouge1", "ROUGE-1", "rouge1", "{:.4f}"),
+    ("rouge2", "ROUGE-2", "rouge2", "{:.4f}"),
+    ("rougeL", "ROUGE-L", "rougeL", "{:.4f}"),
+    ("perplexity", "Perplexity", "perplexity", "{:.3f}"),
+    ("medqa_accuracy", "MedQA acc.", "accuracy", "{:.4f}"),
+)
+HYPERPARAMETERS = (
+    "learning_rate", "epochs", "max_steps", "per_device_batch_size", "effective_batch_size",
+    "warmup_fraction", "weight_decay", "lr_scheduler", "max_seq_length", "lora.r", "lora.alpha",
+    "lora.dropout", "lora.target_modules", "quantization", "precision", "gradient_checkpointing", "seed",
+)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where things are published: names the cards link to."""
+
+    adapter_repo: str
+    dataset_repo: str
+    dataset_revision: str | None  # commit of the dataset repo, when pushed
+    branch_prefix: str
+    license: str
+
+
+def hub_link(repo_id: str, repo_type: str = "model") -> str:
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
+    return f"{HUB_URL}/{prefix}{repo_id}"
+
+
+def fmt_metric(metric: dict[str, float] | None, pattern: str) -> str:
+    if not metric:
+        return "–"
+    return f"{pattern.format(metric['value'])} [{pattern.format(metric['ci_low'])}, {pattern.format(metric['ci_high'])}]"
+
+
+def metrics_table(inputs: Inputs) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rows for base and every evaluated experiment; only metrics that someone has."""
+    rows = [("base", inputs.base_eval)] + [(exp.name, exp.eval_metrics) for exp in inputs.experiments]
+    rows = [(name, m) for name, m in rows if m]
+    shown = [spec for spec in METRICS if any(spec[0] in m for _, m in rows)]
+    table = [{"name": name, "cells": [str(m.get("n", "–"))] + [fmt_metric(m.get(key), fmt) for key, _, _, fmt in shown]}
+             for name, m in rows]
+    return ["n"] + [label for _, label, _, _ in shown], table
+
+
+def eval_results(exp: Experiment, where: Where) -> list:
+    from huggingface_hub import EvalResult
+
+    metrics = exp.eval_metrics or {}
+    medqa = (metrics.get("config") or {}).get("medqa")
+    results = []
+    for key, label, metric_type, _ in METRICS:
+        if key not in metrics:
+            continue
+        is_medqa = key == "medqa_accuracy"
+        results.append(EvalResult(
+            task_type="question-answering" if is_medqa else "text-generation",
+            task_name="Multiple-choice medical QA" if is_medqa else "Medical question answering",
+            dataset_type=(medqa if isinstance(medqa, str) and is_hub_id(medqa) else MEDQA_DEFAULT) if is_medqa else where.dataset_repo,
+            dataset_name="MedQA (USMLE, 4 options)" if is_medqa else "Medical flashcards (chat)",
+            dataset_split="test",
+            dataset_revision=None if is_medqa else where.dataset_revision,
+            metric_type=metric_type,
+            metric_name=label,
+            metric_value=round(float(metrics[key]["value"]), 4),
+        ))
+    return results
+
+
+def dotted(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def training_summary(exp: Experiment) -> list[tuple[str, str]]:
+    m = exp.train_metrics
+    items = [
+        ("optimizer steps", m.get("steps")),
+        ("initial validation loss", m.get("initial_eval_loss")),
+        ("best validation loss", m.get("best_eval_loss")),
+        ("final validation loss", m.get("final_eval_loss")),
+        ("training tokens", m.get("train_tokens")),
+        ("tokens / s", m.get("tokens_per_s")),
+        ("wall time (s)", m.get("wall_time_s")),
+    ]
+    return [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in items if v is not None]
+
+
+def provenance_rows(exp: Experiment, inputs: Inputs, where: Where) -> list[tuple[str, str]]:
+    prov = exp.provenance
+    base_id, base_rev = exp.base_model
+    code = prov.get("code") or {}
+    versions = prov.get("versions") or {}
+    sources = (prov.get("data") or {}).get("sources") or inputs.report.get("sources") or []
+    source_text = ", ".join(
+        f"`{s.get('id')}@{s.get('revision')}`" if s.get("type") == "hub" else f"`{Path(str(s.get('path'))).name}` (sha256 `{str(s.get('sha256'))[:12]}`)"
+        for s in sources
+    )
+    dirty = " (uncommitted changes)" if code.get("dirty") else ""
+    return [
+        ("dataset", f"`{where.dataset_repo}` at commit `{where.dataset_revision or 'not pushed'}`"),
+        ("data fingerprint", f"`{(prov.get('data') or {}).get('fingerprint') or inputs.report.get('fingerprint')}`"),
+        ("data source", source_text or "–"),
+        ("base model", f"`{base_id}` at revision `{base_rev}`"),
+        ("code commit", f"`{code.get('commit')}`{dirty}"),
+        ("trained", str(prov.get("created", "–"))),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in versions.items() if v and k in
+                                 ("torch", "transformers", "peft", "trl", "datasets", "huggingface_hub", "python"))),
+    ]
+
+
+def is_hub_id(name: str) -> bool:
+    """A Hub id (`owner/name`), not a local folder: only those belong in `base_model` metadata."""
+    return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
+
+
+def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, is_main: bool,
+                 load_revision: str, plots: list[str]):
+    """The card of one experiment's branch, or (is_main) of `main` comparing all experiments."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base_id, base_rev = exp.base_model
+    sources = [s["id"] for s in inputs.report.get("sources", []) if s.get("type") == "hub"]
+    card_data = ModelCardData(
+        base_model=base_id if is_hub_id(base_id) else None,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        datasets=sources + [where.dataset_repo],
+        language="en",
+        license=where.license,
+        tags=TAGS + [f"experiment:{exp.name}"],
+        model_name=f"{where.adapter_repo.split('/')[-1]} ({exp.name})",
+        eval_results=eval_results(exp, where) or None,
+    )
+    labels, table = metrics_table(inputs if is_main else _only(inputs, exp))
+    generation = {"max_new_tokens": 256, "repetition_penalty": 1.1, **(exp.config.get("generation") or {})}
+    revision_note = (
+        f"`main` moves with every promotion; the revision above is the verified commit of branch "
+        f"`{where.branch_prefix}{exp.name}` whose adapter files `main` carries."
+        if is_main else
+        f"The branch `{branch}` moves when the experiment is re-trained; pin a commit sha from its history "
+        f"(`HfApi().list_repo_commits(\"{where.adapter_repo}\", revision=\"{branch}\")`) for exact reproducibility."
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES / "adapter_card.md.j2"),
+        title=f"{where.adapter_repo.split('/')[-1]}" + ("" if is_main else f" — {exp.name}"),
+        is_main=is_main,
+        experiment=exp.name,
+        experiments=[e.name for e in inputs.experiments],
+        description=exp.config.get("description") or "",
+        branch=branch,
+        branch_prefix=where.branch_prefix,
+        adapter_repo=where.adapter_repo,
+        base_id=base_id,
+        base_revision=base_rev,
+        base_link=hub_link(base_id) if is_hub_id(base_id) else base_id,
+        load_revision=load_revision,
+        revision_note=revision_note,
+        system_prompt=inputs.report.get("system_prompt", ""),
+        generation=generation,
+        dataset_repo=where.dataset_repo,
+        dataset_link=hub_link(where.dataset_repo, "dataset"),
+        metric_labels=labels,
+        table=table,
+        plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
+        training=training_summary(exp),
+        hyperparameters=[(k, dotted(exp.config, k)) for k in HYPERPARAMETERS if dotted(exp.config, k) is not None],
+        provenance=provenance_rows(exp, inputs, where),
+    )
+    check_card(card, ModelCard)
+    return card
+
+
+def _only(inputs: Inputs, exp: Experiment) -> Inputs:
+    """Base and this one experiment (a branch card compares itself with the base)."""
+    return Inputs(inputs.data_dir, inputs.report, [exp], inputs.best, inputs.eval_dir)
+
+
+def dataset_card(inputs: Inputs, where: Where, metadata: dict[str, Any] | None = None):
+    """The dataset card; `metadata` keeps what `push_to_hub` wrote (dataset_info, configs)."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    report = inputs.report
+    sources = report.get("sources") or []
+    hub_sources = [s["id"] for s in sources if s.get("type") == "hub"]
+    rows_out = int(report.get("rows_out", 0))
+    ours = dict(
+        language="en",
+        license=where.license,
+        pretty_name="Medical flashcards (chat-formatted)",
+        task_categories=["question-answering", "text-generation"],
+        source_datasets=hub_sources or None,
+        size_categories="1K<n<10K" if rows_out >= 1000 else "n<1K",
+        tags=["medical", "chat", "sft"],
+    )
+    card_data = DatasetCardData(**{**(metadata or {}), **ours})
+    example = _first_example(inputs.data_dir)
+    config = report.get("config") or {}
+    source_label = hub_sources[0] if hub_sources else Path(str(sources[0].get("path", "local file"))).name if sources else "?"
+    card = DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES / "dataset_card.md.j2"),
+        title=where.dataset_repo.split("/")[-1],
+        repo_id=where.dataset_repo,
+        source_label=source_label,
+        source_link=hub_link(source_label, "dataset") if hub_sources else "#source",
+        sources=sources,
+        tokenizer=(report.get("tokenizer") or {}).get("name"),
+        tokenizer_revision=(report.get("tokenizer") or {}).get("revision"),
+        config=config,
+        split_percent="/".join(f"{round(100 * f)}" for f in config.get("split", ())),
+        seed=report.get("seed"),
+        rows_in=report.get("rows_in"),
+        rows_out=rows_out,
+        dropped=sorted((report.get("dropped") or {}).items()),
+        splits=list((report.get("splits") or {}).items()),
+        system_prompt=report.get("system_prompt", ""),
+        example_prompt=example.get("prompt", ""),
+        example_completion=example.get("completion", ""),
+        fingerprint=report.get("fingerprint"),
+    )
+    check_card(card, DatasetCard)
+    return card
+
+
+def _first_example(data_dir: Path) -> dict[str, Any]:
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(data_dir))["train"]
+    return train[0] if len(train) else {}
+
+
+def check_card(card, card_class) -> None:
+    """Local validation: the YAML parses back into the card class, model-index included."""
+    try:
+        reparsed = card_class(str(card), ignore_metadata_errors=False)
+    except Exception as exc:  # huggingface_hub raises ValueError / KeyError / YAML errors here
+        raise HubError(f"generated {card_class.__name__} is invalid: {exc}") from None
+    if getattr(card.data, "eval_results", None) and not reparsed.data.eval_results:
+        raise HubError(f"generated {card_class.__name__} lost its model-index on re-reading")

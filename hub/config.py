@@ -1,0 +1,43 @@
+"""`configs/hub.yaml`: where `push` and `deploy-space` publish, and from which local folders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from training.config import StrictModel, load_config
+
+REPO_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
+
+
+class HubConfig(StrictModel):
+    """`python -m hub push` / `deploy-space`: repository names, visibility, Space hardware, inputs."""
+
+    namespace: str | None = Field(None, pattern=REPO_NAME, description="user or org; None: the token's user (whoami)")
+    dataset_repo: str = Field("medical-flashcards-chat", pattern=REPO_NAME, description="dataset repo name")
+    adapter_repo: str = Field("tinyllama-medqa-lora", pattern=REPO_NAME, description="adapter (model) repo name")
+    space_repo: str = Field("medqa-assistant", pattern=REPO_NAME, description="Gradio Space repo name")
+    private: bool = Field(False, description="create the repositories private")
+    space_hardware: Literal["zero-a10g", "t4-small", "cpu-basic", "cpu-upgrade"] = Field(
+        "zero-a10g", description="hardware requested for the Space"
+    )
+    branch_prefix: str = Field("exp/", pattern=r"^[A-Za-z0-9_.-]+/$", description="adapter branch = prefix + experiment")
+    license: str = Field("apache-2.0", description="license id for cards and repos")
+    data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
+    runs_dir: Path = Field(Path("runs"), description="output of `train`")
+    eval_dir: Path = Field(Path("eval"), description="output of `evaluate`")
+    space_dir: Path = Field(Path("space"), description="the Space's files")
+
+    def repo_ids(self, namespace: str) -> dict[str, str]:
+        """Full ids of the three repositories, keyed dataset / adapter / space."""
+        return {
+            "dataset": f"{namespace}/{self.dataset_repo}",
+            "adapter": f"{namespace}/{self.adapter_repo}",
+            "space": f"{namespace}/{self.space_repo}",
+        }
+
+
+def load_hub_config(config_dir: str | Path, overrides=()) -> HubConfig:
+    path = Path(config_dir) / "hub.yaml"
+    return load_config(HubConfig, path if path.exists() else None, overrides)

@@ -1,0 +1,185 @@
+"""`make demo`: the whole product, offline, on a laptop CPU.
+
+Builds the tiny TinyLlama-shaped base, prepares the bundled sample flashcards, trains two short
+experiments, evaluates base and adapters, starts the local Hub server, publishes the dataset,
+adapters, cards and the Space there, then runs the Space exactly as the Hub would: from a fresh
+download of the Space repo, configured only by its Space variables.
+
+Each stage runs as its own `python -m ...` process, the same commands a user runs by hand.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.config import REPO_ROOT
+from training.errors import EnvironmentProblem
+
+DEMO_CONFIG_DIR = REPO_ROOT / "configs" / "demo"
+WORKDIR = REPO_ROOT / "artifacts" / "demo"
+TINY_BASE = REPO_ROOT / "artifacts" / "tiny-base"
+DEMO_USER = "demo"
+BASE_REPO = f"{DEMO_USER}/tiny-base"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--hub-port", type=int, default=8089, help="port of the local Hub server")
+    parser.add_argument("--space-port", type=int, default=7860, help="port of the Space app")
+    parser.add_argument("--fresh", action="store_true", help="start from scratch (removes artifacts/demo)")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="stop the server and the Space once they answered (for benchmarks)"
+    )
+
+
+@dataclass
+class Demo:
+    hub_port: int
+    space_port: int
+    workdir: Path = WORKDIR
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.hub_port}"
+
+    @property
+    def space_url(self) -> str:
+        return f"http://127.0.0.1:{self.space_port}"
+
+    def step(self, label: str, *argv: str, env: dict | None = None) -> None:
+        print(f"\n==> {label}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env)
+        self.timings[label] = time.perf_counter() - start
+        if result.returncode:
+            raise EnvironmentProblem(f"demo stage '{label}' failed (exit {result.returncode}); see the output above")
+
+    def start(self, label: str, argv: list[str], env: dict, cwd: Path, ready_url: str, timeout: float) -> None:
+        print(f"\n==> {label}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+        self.processes.append(proc)
+        wait_until_answering(ready_url, proc, timeout, label)
+        self.timings[label] = time.perf_counter() - start
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
+
+
+def wait_until_answering(url: str, proc: subprocess.Popen, timeout: float, label: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EnvironmentProblem(f"{label} exited with code {proc.returncode} before answering on {url}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered, even if with an error status
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise EnvironmentProblem(f"{label} did not answer on {url} within {timeout:.0f} s")
+
+
+def hub_env(demo: Demo, token: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_ENDPOINT=demo.hub_url,
+        HF_TOKEN=token,
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(demo.workdir / "hf-home"),
+    )
+    for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(offline, None)
+    return env
+
+
+def run_pipeline(demo: Demo) -> None:
+    config = str(DEMO_CONFIG_DIR)
+    if not (TINY_BASE / "config.json").exists():
+        demo.step("build the tiny base model", "-m", "training", "build-tiny-base", "--output", str(TINY_BASE))
+    demo.step("prepare the sample flashcards", "-m", "training", "prepare", "--config", f"{config}/data.yaml")
+    demo.step("train two experiments", "-m", "training", "train", "--config-dir", config, "--all")
+    demo.step("evaluate base and adapters", "-m", "training", "evaluate", "--config-dir", config)
+
+
+def publish(demo: Demo) -> dict[str, str]:
+    from hub.server import ensure_token
+
+    hub_dir = demo.workdir / "hub"
+    token = ensure_token(hub_dir, DEMO_USER, "write")
+    env = hub_env(demo, token)
+    demo.start(
+        "start the local Hub server",
+        [sys.executable, "-m", "hub", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
+        env, REPO_ROOT, f"{demo.hub_url}/api/whoami-v2", timeout=30,
+    )
+    demo.step("upload the tiny base model", "-m", "hub.demo_base", str(TINY_BASE), BASE_REPO, env=env)
+    demo.step("push dataset, adapters and cards", "-m", "hub", "push", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
+    demo.step("deploy the Space", "-m", "hub", "deploy-space", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
+    return env
+
+
+def launch_space(demo: Demo, env: dict[str, str]) -> None:
+    """Run the Space as the Hub would: a fresh copy of its repo, configured by its variables."""
+    from hub.config import load_hub_config
+    from hub.space_deploy import checkout_space
+
+    hub_config = load_hub_config(DEMO_CONFIG_DIR)
+    checkout, variables = checkout_space(hub_config, demo.workdir / "space-checkout", env)
+    space_env = {**env, **variables, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(demo.space_port)}
+    space_env.pop("HF_TOKEN")  # a public Space reads public repos; it never holds the publisher's token
+    demo.start(
+        "launch the Space app", [sys.executable, "app.py"], space_env, checkout, demo.space_url, timeout=180
+    )
+
+
+def run(args) -> int:
+    demo = Demo(args.hub_port, args.space_port)
+    if args.fresh and demo.workdir.exists():
+        shutil.rmtree(demo.workdir)
+    start = time.perf_counter()
+    try:
+        run_pipeline(demo)
+        env = publish(demo)
+        launch_space(demo, env)
+        demo.timings["total"] = time.perf_counter() - start
+        print_summary(demo)
+        if not args.no_wait:
+            print("Press Ctrl-C to stop the Space and the local Hub server.", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        demo.stop()
+    return 0
+
+
+def print_summary(demo: Demo) -> None:
+    from hub.config import load_hub_config
+
+    cfg = load_hub_config(DEMO_CONFIG_DIR)
+    print("\n" + "-" * 72)
+    for label, seconds in demo.timings.items():
+        print(f"  {label:<40} {seconds:7.1f} s")
+    print("-" * 72)
+    print(f"  Space (chat in your browser):  {demo.space_url}")
+    print(f"  Adapter model card:            {demo.hub_url}/{cfg.namespace}/{cfg.adapter_repo}/blob/main/README.md")
+    print(f"  Dataset card:                  {demo.hub_url}/datasets/{cfg.namespace}/{cfg.dataset_repo}/blob/main/README.md")
+    print(f"  Evaluation table:              {REPO_ROOT / 'artifacts/demo/eval/comparison.md'}")
+    print("-" * 72, flush=True)

@@ -1,0 +1,289 @@
+"""`python -m hub push`: publish the dataset, one adapter branch per experiment, and `main` = best.
+
+Every repo/branch is first staged as a local folder holding exactly its future contents (that is
+also what `--dry-run DIR` writes), then committed with `upload_folder`, which skips unchanged
+files, so pushing the same artifacts again makes no commit. `main` moves only to a revision whose
+adapter was downloaded fresh, loaded with peft and made to answer; each move is tagged `best-<N>`.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.artifacts import Experiment, Inputs, load_inputs
+from hub.auth import current_token, hub_errors, preflight
+from hub.cards import Where, adapter_card, dataset_card
+from hub.config import HubConfig, load_hub_config
+from hub.verify import verify_revision
+from training.errors import ConfigError, VerificationError
+from training.provenance import write_json_atomic
+
+TAG_PATTERN = re.compile(r"^best-(\d+)$")
+ADAPTER_REPO_IGNORE = ["__pycache__", "*.pyc", ".DS_Store"]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder with hub.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hub.yaml setting")
+    parser.add_argument("--dry-run", type=Path, metavar="DIR", help="write each repo/branch's exact contents to DIR instead")
+    parser.add_argument("--experiments", help="comma-separated experiments to publish (default: every trained one)")
+
+
+@dataclass
+class Pushed:
+    """One line of the summary table."""
+
+    repo: str
+    branch: str
+    commit: str
+    changed: bool
+
+
+def run(args) -> int:
+    config = load_hub_config(args.config_dir, args.set)
+    names = [n.strip() for n in args.experiments.split(",") if n.strip()] if args.experiments else None
+    if args.experiments is not None and not names:
+        raise ConfigError("--experiments: give at least one experiment name, e.g. --experiments lora-r8,lora-r16")
+    inputs = load_inputs(config, names)
+    if args.dry_run:
+        dry_run(config, inputs, args.dry_run)
+        return 0
+    publisher = Publisher(config, inputs)
+    try:
+        publisher.publish()
+    finally:  # also after a failed verification: what did move is worth knowing
+        print_summary(publisher.results)
+    return 0
+
+
+# ---- staging: the exact contents of each repo/branch ---------------------------------------
+
+def branch_name(config: HubConfig, experiment: str) -> str:
+    return f"{config.branch_prefix}{experiment}"
+
+
+def where_for(config: HubConfig, namespace: str, dataset_revision: str | None) -> Where:
+    ids = config.repo_ids(namespace)
+    return Where(ids["adapter"], ids["dataset"], dataset_revision, config.branch_prefix, config.license)
+
+
+def stage_experiment_files(exp: Experiment, dest: Path) -> None:
+    """Adapter files at the root plus the run's records; shared by the branch and `main`."""
+    shutil.copytree(exp.adapter_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE))
+    for name in ("config.yaml", "metrics.json", "provenance.json"):
+        shutil.copy2(exp.run_dir / name, dest / name)
+    if exp.eval_metrics is not None:
+        shutil.copy2(exp.eval_dir / "metrics.json", dest / "eval_metrics.json")
+    sample = exp.predictions_sample()
+    if sample is not None:
+        (dest / "predictions_sample.jsonl").write_text(sample, encoding="utf-8")
+
+
+def render_plots(experiments: list[Experiment], inputs: Inputs, dest: Path) -> list[str]:
+    """Loss curves and metric bars for these experiments (and the base), as repo-relative paths."""
+    from training.plots import plot_loss_curves, plot_metrics
+
+    plots = dest / "plots"
+    paths = [plot_loss_curves({e.name: e.train_metrics for e in experiments}, plots / "loss_curves.png")]
+    results = {"base": inputs.base_eval} | {e.name: e.eval_metrics for e in experiments}
+    results = {name: m for name, m in results.items() if m}
+    if results:
+        paths.append(plot_metrics(results, plots / "metrics.png"))
+    return [Path(p).relative_to(dest).as_posix() for p in paths]
+
+
+def stage_branch(exp: Experiment, inputs: Inputs, config: HubConfig, where: Where, dest: Path) -> None:
+    stage_experiment_files(exp, dest)
+    plots = render_plots([exp], inputs, dest)
+    branch = branch_name(config, exp.name)
+    card = adapter_card(exp, inputs, where, branch=branch, is_main=False, load_revision=branch, plots=plots)
+    card.save(dest / "README.md")
+
+
+def stage_main(best: Experiment, inputs: Inputs, where: Where, verified_revision: str, dest: Path) -> None:
+    stage_experiment_files(best, dest)
+    plots = render_plots(inputs.experiments, inputs, dest)
+    write_json_atomic(dest / "experiments.json", {
+        "best": best.name,
+        "verified_revision": verified_revision,
+        "experiments": {e.name: e.train_metrics.get("best_eval_loss") for e in inputs.experiments},
+    })
+    card = adapter_card(best, inputs, where, branch="main", is_main=True, load_revision=verified_revision, plots=plots)
+    card.save(dest / "README.md")
+
+
+def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
+    """Write dataset/main, adapter/<branch>... to `out` (replaced as a whole, never half-written)."""
+    from datasets import load_from_disk
+
+    namespace = config.namespace or "your-namespace"
+    where = where_for(config, namespace, None)
+    out = out.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    try:
+        dataset_dir = tmp / "dataset" / "main"
+        for split, data in load_from_disk(str(inputs.data_dir)).items():
+            data.to_parquet(str(dataset_dir / "data" / f"{split}-00000-of-00001.parquet"))
+        dataset_card(inputs, where).save(dataset_dir / "README.md")
+        for exp in inputs.experiments:
+            stage_branch(exp, inputs, config, where, tmp / "adapter" / branch_name(config, exp.name))
+        if inputs.best:
+            best = inputs.experiment(inputs.best)
+            stage_main(best, inputs, where, branch_name(config, best.name), tmp / "adapter" / "main")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"dry run: the contents of {where.dataset_repo}, {where.adapter_repo} are in {out}")
+
+
+# ---- pushing ----------------------------------------------------------------------------------
+
+class Publisher:
+    def __init__(self, config: HubConfig, inputs: Inputs):
+        from huggingface_hub import HfApi
+
+        self.config = config
+        self.inputs = inputs
+        self.token = current_token()
+        namespace = config.namespace or preflight()
+        self.ids = config.repo_ids(namespace)
+        preflight([self.ids["dataset"], self.ids["adapter"]])
+        self.api = HfApi(token=self.token)
+        self.results: list[Pushed] = []
+
+    def hub(self, what: str):
+        return hub_errors(what, self.token)
+
+    def publish(self) -> list[Pushed]:
+        from tqdm.auto import tqdm
+
+        steps = ["dataset"] + [e.name for e in self.inputs.experiments] + (["main"] if self.inputs.best else [])
+        with tqdm(total=len(steps), desc="push", unit="step", file=sys.stderr) as bar:
+            bar.set_postfix_str("dataset")
+            dataset_revision = self.push_dataset()
+            bar.update()
+            where = where_for(self.config, self.ids["adapter"].split("/")[0], dataset_revision)
+            with self.hub(f"cannot create {self.ids['adapter']}"):
+                self.api.create_repo(self.ids["adapter"], private=self.config.private, exist_ok=True)
+            revisions = {}
+            for exp in self.inputs.experiments:
+                bar.set_postfix_str(exp.name)
+                revisions[exp.name] = self.push_branch(exp, where)
+                bar.update()
+            if self.inputs.best:
+                bar.set_postfix_str("main")
+                self.promote(self.inputs.experiment(self.inputs.best), revisions, where)
+                bar.update()
+        return self.results
+
+    def head(self, repo_id: str, revision: str, repo_type: str | None = None) -> str | None:
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        with self.hub(f"cannot read {repo_id}@{revision}"):
+            try:
+                return self.api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
+            except (RepositoryNotFoundError, RevisionNotFoundError):
+                return None
+
+    def push_dataset(self) -> str:
+        """`push_to_hub` for the splits, then the card merged into the README it wrote."""
+        from datasets import DatasetDict
+        from huggingface_hub import CommitOperationAdd, DatasetCard, hf_hub_download
+
+        repo = self.ids["dataset"]
+        before = self.head(repo, "main", "dataset")
+        with self.hub(f"cannot push the dataset to {repo}"):
+            DatasetDict.load_from_disk(str(self.inputs.data_dir)).push_to_hub(
+                repo, private=self.config.private, token=self.token, commit_message="Upload prepared splits"
+            )
+            pushed = self.head(repo, "main", "dataset")
+            readme = hf_hub_download(repo, "README.md", repo_type="dataset", revision=pushed, token=self.token)
+            metadata = DatasetCard.load(readme).data.to_dict()
+            card = dataset_card(self.inputs, where_for(self.config, repo.split("/")[0], None), metadata)
+            card.validate()
+            info = self.api.create_commit(
+                repo, [CommitOperationAdd("README.md", str(card).encode())], repo_type="dataset",
+                commit_message="Update dataset card", parent_commit=pushed,
+            )
+        self.results.append(Pushed(repo, "main", info.oid, info.oid != before))
+        return info.oid
+
+    def upload(self, repo: str, branch: str, folder: Path, message: str) -> str:
+        """Commit `folder` as the whole branch content; returns the head (unchanged if nothing changed)."""
+        from huggingface_hub import ModelCard
+
+        before = self.head(repo, branch)
+        with self.hub(f"cannot push {repo}@{branch}"):
+            ModelCard.load(folder / "README.md").validate()
+            if before is None:
+                self.api.create_branch(repo, branch=branch, exist_ok=True)
+            info = self.api.upload_folder(
+                repo_id=repo, folder_path=folder, revision=branch, commit_message=message,
+                delete_patterns="*", ignore_patterns=ADAPTER_REPO_IGNORE,
+            )
+        self.results.append(Pushed(repo, branch, info.oid, info.oid != before))
+        return info.oid
+
+    def push_branch(self, exp: Experiment, where: Where) -> str:
+        with tempfile.TemporaryDirectory(prefix="push-") as tmp:
+            stage_branch(exp, self.inputs, self.config, where, Path(tmp))
+            return self.upload(self.ids["adapter"], branch_name(self.config, exp.name), Path(tmp),
+                               f"{exp.name}: adapter, metrics and card")
+
+    def promote(self, best: Experiment, revisions: dict[str, str], where: Where) -> None:
+        """Verify the best branch's revision, then move `main` to it and tag the move."""
+        repo = self.ids["adapter"]
+        revision = revisions[best.name]
+        with tempfile.TemporaryDirectory(prefix="push-main-") as tmp:
+            stage_main(best, self.inputs, where, revision, Path(tmp))
+            if self.matches_remote(repo, "main", Path(tmp)):
+                self.results.append(Pushed(repo, "main", self.head(repo, "main"), False))
+                return
+            base_id, base_revision = best.base_model
+            verify_revision(repo, revision, base_id, base_revision, token=self.token)
+            main = self.upload(repo, "main", Path(tmp), f"Promote {best.name} ({revision[:12]})")
+        tag = f"best-{self.next_tag_number(repo)}"
+        with self.hub(f"cannot tag {repo}@{main}"):
+            self.api.create_tag(repo, tag=tag, revision=main, tag_message=f"{best.name} verified at {revision}")
+        self.results.append(Pushed(repo, f"tag {tag}", main, True))
+
+    def next_tag_number(self, repo: str) -> int:
+        with self.hub(f"cannot list the refs of {repo}"):
+            tags = self.api.list_repo_refs(repo).tags
+        numbers = [int(m.group(1)) for t in tags if (m := TAG_PATTERN.match(t.name))]
+        return max(numbers, default=0) + 1
+
+    def matches_remote(self, repo: str, branch: str, folder: Path) -> bool:
+        """Whether the branch already holds exactly the folder's files (compared by content hash)."""
+        from huggingface_hub.hf_api import RepoFile
+
+        with self.hub(f"cannot list {repo}@{branch}"):
+            remote = {f.path: f for f in self.api.list_repo_tree(repo, revision=branch, recursive=True)
+                      if isinstance(f, RepoFile) and f.path != ".gitattributes"}
+        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        return remote.keys() == local.keys() and all(same_content(remote[k], local[k]) for k in local)
+
+
+def same_content(remote, path: Path) -> bool:
+    data = path.read_bytes()
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == hashlib.sha256(data).hexdigest()
+    return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def print_summary(results: list[Pushed]) -> None:
+    rows = [("repo", "branch", "commit", "changed")] + [
+        (r.repo, r.branch, (r.commit or "-")[:12], "yes" if r.changed else "no") for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for number, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if number == 0:
+            print("  ".join("-" * width for width in widths))

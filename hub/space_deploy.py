@@ -1,0 +1,85 @@
+"""`python -m hub deploy-space`: the Gradio Space, pinned to the adapter revision that was verified.
+
+The Space repo holds exactly `space/`; its variables name the base model and the adapter commit
+(the target of the newest `best-<N>` tag, i.e. the last verified promotion of `main`), so the
+Space serves a fixed, tested revision until the next deploy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hub.auth import current_token, hub_errors, preflight
+from hub.config import HubConfig, load_hub_config
+from hub.publish import ADAPTER_REPO_IGNORE, TAG_PATTERN
+from training.errors import ConfigError, HubError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder with hub.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hub.yaml setting")
+
+
+def run(args) -> int:
+    config = load_hub_config(args.config_dir, args.set)
+    url = deploy(config)
+    print(f"Space: {url}")
+    return 0
+
+
+def deploy(config: HubConfig) -> str:
+    from huggingface_hub import HfApi
+
+    if not (config.space_dir / "app.py").exists():
+        raise ConfigError(f"{config.space_dir}: no app.py, nothing to deploy (space_dir in hub.yaml)")
+    token = current_token()
+    ids = config.repo_ids(config.namespace or preflight())
+    preflight([ids["space"]])
+    api = HfApi(token=token)
+    variables = pinned_variables(api, ids["adapter"], token)
+    space = ids["space"]
+    with hub_errors(f"cannot deploy the Space {space}", token):
+        repo = api.create_repo(space, repo_type="space", space_sdk="gradio", private=config.private, exist_ok=True)
+        api.upload_folder(
+            repo_id=space, repo_type="space", folder_path=config.space_dir, delete_patterns="*",
+            ignore_patterns=ADAPTER_REPO_IGNORE, commit_message=f"Deploy, adapter {variables['ADAPTER_REVISION'][:12]}",
+        )
+        for key, value in variables.items():
+            api.add_space_variable(space, key, value)
+        api.request_space_hardware(space, config.space_hardware)
+    return repo.url
+
+
+def pinned_variables(api, adapter_repo: str, token: str) -> dict[str, str]:
+    """BASE_MODEL/BASE_REVISION/ADAPTER_REPO/ADAPTER_REVISION from the newest best-<N> tag."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(f"cannot read the refs of {adapter_repo}", token):
+        tags = api.list_repo_refs(adapter_repo).tags
+    promoted = [(int(m.group(1)), tag.target_commit) for tag in tags if (m := TAG_PATTERN.match(tag.name))]
+    if not promoted:
+        raise HubError(f"{adapter_repo} has no verified best-<N> tag yet; run `make push` first")
+    revision = max(promoted)[1]
+    with hub_errors(f"cannot read provenance.json of {adapter_repo}@{revision[:12]}", token):
+        provenance = json.loads(Path(hf_hub_download(adapter_repo, "provenance.json", revision=revision)).read_text())
+    base = provenance.get("base_model") or {}
+    return {
+        "BASE_MODEL": str(base.get("id")),
+        "BASE_REVISION": str(base.get("revision") or "main"),
+        "ADAPTER_REPO": adapter_repo,
+        "ADAPTER_REVISION": revision,
+    }
+
+
+def checkout_space(config: HubConfig, dest: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A fresh copy of the Space repo and its variables, read from the Hub named in `env` (the demo)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    endpoint, token = env["HF_ENDPOINT"], env.get("HF_TOKEN")
+    api = HfApi(endpoint=endpoint, token=token)
+    with hub_errors("cannot check out the Space", token):
+        namespace = config.namespace or api.whoami()["name"]
+        space = config.repo_ids(namespace)["space"]
+        folder = snapshot_download(space, repo_type="space", local_dir=dest, endpoint=endpoint, token=token)
+        variables = {key: var.value for key, var in api.get_space_variables(space).items()}
+    return Path(folder), variables

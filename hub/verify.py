@@ -1,0 +1,52 @@
+"""Prove a pushed adapter revision works before anything points at it.
+
+The revision is downloaded into a fresh, temporary cache (so nothing local can stand in for a
+missing or broken file), loaded onto the base with `PeftModel.from_pretrained(base, repo,
+revision=sha)` exactly as the model card tells users to, and asked one question, greedily.
+"""
+from __future__ import annotations
+
+import tempfile
+
+from training.errors import VerificationError
+
+QUESTION = "What is the most common cause of community-acquired pneumonia?"
+MAX_NEW_TOKENS = 8
+
+
+def verify_revision(repo_id: str, revision: str, base_id: str, base_revision: str | None, token: str) -> str:
+    """Return the generated answer; raise VerificationError (exit 6) if any step fails."""
+    from hub.auth import redact
+
+    with tempfile.TemporaryDirectory(prefix="verify-") as cache:
+        try:
+            return _load_and_answer(repo_id, revision, base_id, base_revision, token, cache)
+        except Exception as exc:  # any failure (download, format, load, generate) means "do not promote"
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise VerificationError(
+                f"{repo_id}@{revision[:12]} failed verification, not promoted "
+                f"({exc.__class__.__name__}: {redact(first, token)})"
+            ) from None
+
+
+def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) -> str:
+    import torch
+    from huggingface_hub import snapshot_download
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from training.chat import format_prompt, load_tokenizer, read_contract
+
+    folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token)
+    contract = read_contract(folder)
+    tokenizer = load_tokenizer(folder)
+    base = AutoModelForCausalLM.from_pretrained(base_id, revision=base_revision, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, repo_id, revision=revision, cache_dir=cache, token=token).eval()
+    inputs = tokenizer(format_prompt(tokenizer, contract.system_prompt, QUESTION), return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    if len(new_tokens) == 0:
+        raise RuntimeError("the model generated no tokens")
+    return tokenizer.decode(new_tokens, skip_special_tokens=True)

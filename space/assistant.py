@@ -1,0 +1,320 @@
+"""Loading the served model and streaming its answers.
+
+The base model and the adapter (`repo @ revision`) come from the Space variables; the system
+prompt and generation settings from the adapter's `chat_contract.json`; the chat template from
+the adapter's tokenizer files. The adapter is merged into the base on CPU, then the model is
+moved to "cuda" at import time when CUDA is present (ZeroGPU requires both).
+
+"Compare with base" keeps a second, untouched copy of the base model rather than an unmerged
+PeftModel with `disable_adapter()`: that context manager flips shared state, so concurrent
+requests would race (a fine-tuned answer computed with the adapter off), and the unmerged
+model is slower per token. The copy costs one more model in memory (TinyLlama-1.1B: 2.2 GB
+in bf16/fp16), which fits ZeroGPU and a T4; set COMPARE_WITH_BASE=0 to skip it.
+"""
+from __future__ import annotations
+
+import gpu  # first: `spaces` must be imported before torch (see gpu.py)
+
+import copy
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi, snapshot_download
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from safety import clean_text
+
+CONTRACT_FILE = "chat_contract.json"
+# Hard bounds on the work one request can cause, whatever the contract asks for.
+MAX_NEW_TOKENS_CAP = 512
+MAX_INPUT_TOKENS_CAP = 2048
+MAX_INPUT_CHARS = 4000
+# Seconds of ZeroGPU time requested per generation: quota is charged on the request, so it
+# is sized for MAX_NEW_TOKENS_CAP tokens of a 1.1B model, not generously.
+GPU_SECONDS = 30
+
+
+class SpaceConfigError(RuntimeError):
+    """The Space's variables or the downloaded adapter are not usable; the message says which."""
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    base_model: str
+    adapter_repo: str
+    base_revision: str | None = None
+    adapter_revision: str = "main"  # `main` holds the best experiment
+    compare_with_base: bool = True
+    concurrency_limit: int = 4
+    queue_size: int = 64
+
+    @classmethod
+    def from_env(cls, env: os._Environ | dict = os.environ) -> "SpaceConfig":
+        missing = [name for name in ("BASE_MODEL", "ADAPTER_REPO") if not env.get(name)]
+        if missing:
+            raise SpaceConfigError(f"set the Space variable(s) {', '.join(missing)} (Settings > Variables)")
+        return cls(
+            base_model=env["BASE_MODEL"],
+            adapter_repo=env["ADAPTER_REPO"],
+            base_revision=env.get("BASE_REVISION") or None,
+            adapter_revision=env.get("ADAPTER_REVISION") or "main",
+            compare_with_base=env.get("COMPARE_WITH_BASE", "1") not in ("0", "false", "False"),
+            concurrency_limit=int(env.get("CONCURRENCY_LIMIT", "4")),
+            queue_size=int(env.get("QUEUE_SIZE", "64")),
+        )
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+    max_input_tokens: int
+
+    def generate_kwargs(self) -> dict:
+        kwargs = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.do_sample:  # passing them to greedy decoding only earns a warning
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        return kwargs
+
+
+@dataclass(frozen=True)
+class ChatContract:
+    system_prompt: str
+    generation: GenerationSettings
+
+    @classmethod
+    def read(cls, adapter_dir: Path) -> "ChatContract":
+        path = adapter_dir / CONTRACT_FILE
+        if not path.is_file():
+            raise SpaceConfigError(f"the adapter has no {CONTRACT_FILE}: push it with the adapter")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("format") != 1:
+            raise SpaceConfigError(f"{CONTRACT_FILE}: unsupported format {raw.get('format')!r} (this Space reads 1)")
+        gen = raw["generation"]
+        return cls(
+            system_prompt=raw["system_prompt"],
+            generation=GenerationSettings(
+                max_new_tokens=min(int(gen["max_new_tokens"]), MAX_NEW_TOKENS_CAP),
+                do_sample=bool(gen["do_sample"]),
+                temperature=float(gen["temperature"]),
+                top_p=float(gen["top_p"]),
+                repetition_penalty=float(gen["repetition_penalty"]),
+                max_input_tokens=min(int(gen["max_input_tokens"]), MAX_INPUT_TOKENS_CAP),
+            ),
+        )
+
+
+@dataclass
+class GenerationStats:
+    """Counts generations; `stopped_early` are those ended because the request went away."""
+
+    started: int = 0
+    completed: int = 0
+    stopped_early: int = 0
+    last_new_tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, new_tokens: int, stopped_early: bool) -> None:
+        with self.lock:
+            self.last_new_tokens = new_tokens
+            if stopped_early:
+                self.stopped_early += 1
+            else:
+                self.completed += 1
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A request ready for the GPU: token ids of the templated conversation."""
+
+    input_ids: list[int]
+    dropped_turns: int
+
+
+@dataclass
+class Assistant:
+    config: SpaceConfig
+    adapter_sha: str
+    contract: ChatContract
+    tokenizer: object
+    models: dict  # "tuned" and, when comparing, "base"
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def build_prompt(self, message: str, history: list) -> Prompt | None:
+        """Template system + history + message within max_input_tokens, dropping the oldest
+        turns first; None when the message alone does not fit."""
+        limit = self.contract.generation.max_input_tokens
+        # Bound tokenizer work: API callers can send any amount of history.
+        turns = _trim_to_chars(normalise_history(history), budget=limit * 8)
+        dropped = 0
+        while True:
+            ids = self._encode(turns + [{"role": "user", "content": message}])
+            if len(ids) <= limit:
+                return Prompt(input_ids=ids, dropped_turns=dropped)
+            if not turns:
+                return None
+            turns, dropped = turns[1:], dropped + 1
+
+    def stream(self, variant: str, prompt: Prompt) -> Iterator[str]:
+        """Cumulative answer text, growing token by token."""
+        text = ""
+        for piece in stream_generation(self.key, variant, prompt.input_ids):
+            text += piece
+            yield text
+
+    def _encode(self, turns: list[dict]) -> list[int]:
+        messages = [{"role": "system", "content": self.contract.system_prompt}, *turns]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text).input_ids
+
+
+def normalise_history(history: list) -> list[dict]:
+    """`{role, content: str}` turns from web UI history (content = list of text parts) or
+    API history (content = str); files, components and empty turns are dropped."""
+    turns = []
+    for message in history or []:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            continue
+        text = clean_text(message_text(message.get("content")))
+        if text:
+            turns.append({"role": message["role"], "content": text})
+    return turns
+
+
+def message_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content["text"] if content.get("type") == "text" and isinstance(content.get("text"), str) else ""
+    if isinstance(content, (list, tuple)):
+        return "\n".join(part for part in map(message_text, content) if part)
+    return ""
+
+
+def _trim_to_chars(turns: list[dict], budget: int) -> list[dict]:
+    while turns and sum(len(t["content"]) for t in turns) > budget:
+        turns = turns[1:]
+    return turns
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+# ZeroGPU runs the decorated function in a forked worker: models are reached through this
+# module-level registry, never passed (pickled) as arguments.
+_LOADED: dict[str, Assistant] = {}
+
+
+def device_and_dtype() -> tuple[str, torch.dtype]:
+    """fp32 on CPU; bf16 on ZeroGPU and Ampere or newer; fp16 on older GPUs such as the T4."""
+    if not torch.cuda.is_available():
+        return "cpu", torch.float32
+    if os.environ.get("SPACES_ZERO_GPU"):  # the GPU is attached per call: cannot be queried here
+        return "cuda", torch.bfloat16
+    major, _ = torch.cuda.get_device_capability()
+    return "cuda", torch.bfloat16 if major >= 8 else torch.float16
+
+
+def download_adapter(repo: str, revision: str) -> tuple[Path, str]:
+    """The adapter snapshot at `revision` and the commit sha it resolved to."""
+    sha = HfApi().model_info(repo, revision=revision).sha
+    return Path(snapshot_download(repo, revision=sha)), sha
+
+
+def load_assistant(config: SpaceConfig) -> Assistant:
+    adapter_dir, sha = download_adapter(config.adapter_repo, config.adapter_revision)
+    contract = ChatContract.read(adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    if not tokenizer.chat_template:
+        raise SpaceConfigError("the adapter's tokenizer files carry no chat template")
+    device, dtype = device_and_dtype()
+    base = AutoModelForCausalLM.from_pretrained(config.base_model, revision=config.base_revision, dtype=dtype)
+    untouched_base = copy.deepcopy(base) if config.compare_with_base else None
+    # torch_device="cpu": on ZeroGPU loading adapter weights straight to CUDA fails; merge on CPU.
+    tuned = PeftModel.from_pretrained(base, adapter_dir, torch_device="cpu").merge_and_unload()
+    models = {"tuned": tuned} | ({"base": untouched_base} if untouched_base is not None else {})
+    for model in models.values():
+        model.generation_config.max_length = None  # the contract's max_new_tokens governs
+        model.to(device).eval()
+    assistant = Assistant(config=config, adapter_sha=sha, contract=contract, tokenizer=tokenizer, models=models)
+    _LOADED[assistant.key] = assistant
+    return assistant
+
+
+# ---- generation ----------------------------------------------------------------------------
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation once `event` is set (the request was stopped or its connection closed)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+        self.fired = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.fired = self.event.is_set()
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+
+
+@gpu.gpu_task(duration=GPU_SECONDS)
+def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) -> Iterator[str]:
+    """New text pieces as they are generated. Closing the generator (Stop, a closed
+    connection) sets the event in `finally`, which ends `generate` at the next token."""
+    assistant = _LOADED[assistant_key]
+    model, tokenizer = assistant.models[variant], assistant.tokenizer
+    ids = torch.tensor([input_ids], device=model.device)
+    stop = threading.Event()
+    stop_criterion = _StopWhenSet(stop)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                outcome["ids"] = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([stop_criterion]),
+                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                    **assistant.contract.generation.generate_kwargs(),
+                )
+        except BaseException as error:  # re-raised in the caller's thread below
+            outcome["error"] = error
+            streamer.end()
+
+    with assistant.stats.lock:
+        assistant.stats.started += 1
+    thread = threading.Thread(target=run, name=f"generate-{variant}", daemon=True)
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        stop.set()
+        thread.join()
+        new_tokens = outcome["ids"].shape[-1] - len(input_ids) if "ids" in outcome else 0
+        assistant.stats.record(new_tokens, stopped_early=stop_criterion.fired)
+    if "error" in outcome:
+        raise outcome["error"]

@@ -1,0 +1,119 @@
+"""The Gradio interface: a streaming chat, a base-vs-fine-tuned comparison, the disclaimer
+and a footer naming the served adapter revision.
+
+Input is checked here, outside the GPU function, so that rejected requests cost no GPU quota.
+Rejections are friendly chat replies, not errors.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+from huggingface_hub import constants
+
+from assistant import MAX_INPUT_CHARS, Assistant, Prompt, message_text
+from safety import DISCLAIMER, clean_text, emergency_guidance
+
+TITLE = "Medical flashcards assistant"
+EXAMPLES = [
+    "What are the common symptoms of iron deficiency anaemia?",
+    "How does metformin lower blood glucose?",
+    "What is the first-line treatment for uncomplicated hypertension?",
+]
+EMPTY_INPUT = "Please type a medical question, for example: *What causes iron deficiency anaemia?*"
+
+
+def too_long_chars(length: int) -> str:
+    return (
+        f"Your message is {length:,} characters long; this demo reads at most {MAX_INPUT_CHARS:,}. "
+        "Please shorten it to the question itself."
+    )
+
+
+def too_long_tokens(limit: int) -> str:
+    return f"Your message is too long for this model (it reads at most {limit:,} tokens). Please shorten it."
+
+
+def check_input(assistant: Assistant, message, history: list) -> tuple[str, Prompt | None]:
+    """(cleaned question, prompt), or (friendly notice, None) when the input cannot be served."""
+    text = clean_text(message_text(message))
+    if not text:
+        return EMPTY_INPUT, None
+    if len(text) > MAX_INPUT_CHARS:
+        return too_long_chars(len(text)), None
+    prompt = assistant.build_prompt(text, history)
+    if prompt is None:
+        return too_long_tokens(assistant.contract.generation.max_input_tokens), None
+    return text, prompt
+
+
+def with_guidance(question: str, answers: Iterator[str]) -> Iterator[str]:
+    """The answer stream, with emergency guidance first when the question describes one."""
+    guidance = emergency_guidance(question)
+    prefix = f"{guidance}\n\n---\n\n" if guidance else ""
+    if prefix:
+        yield prefix  # before the model starts: the guidance must not wait for the GPU
+    for answer in answers:
+        yield prefix + answer
+
+
+def footer(assistant: Assistant) -> str:
+    config, sha = assistant.config, assistant.adapter_sha
+    repo_url = f"{constants.ENDPOINT}/{config.adapter_repo}"
+    base = f"`{config.base_model}`" + (f" @ `{config.base_revision}`" if config.base_revision else "")
+    return (
+        f"Serving adapter [{config.adapter_repo} @ {sha[:12]}]({repo_url}/tree/{sha}) "
+        f"([model card]({repo_url}/blob/{sha}/README.md)), requested as `{config.adapter_revision}`, "
+        f"on base model {base}."
+    )
+
+
+def build_demo(assistant: Assistant) -> gr.Blocks:
+    def chat(message: str, history: list) -> Iterator[str]:
+        question, prompt = check_input(assistant, message, history)
+        if prompt is None:
+            yield question
+            return
+        yield from with_guidance(question, assistant.stream("tuned", prompt))
+
+    def compare(message: str) -> Iterator[tuple[str, str]]:
+        question, prompt = check_input(assistant, message, [])
+        if prompt is None:
+            yield question, question
+            return
+        tuned = ""
+        for tuned in with_guidance(question, assistant.stream("tuned", prompt)):
+            yield tuned, ""
+        for base in with_guidance(question, assistant.stream("base", prompt)):
+            yield tuned, base
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}")
+        gr.Markdown(DISCLAIMER, elem_id="disclaimer")
+        with gr.Tab("Chat"):
+            gr.ChatInterface(
+                chat,
+                api_name="chat",
+                examples=EXAMPLES,
+                cache_examples=False,  # Spaces default True would generate at startup
+                concurrency_limit=assistant.config.concurrency_limit,
+            )
+        if "base" in assistant.models:
+            with gr.Tab("Compare with base"):
+                question = gr.Textbox(label="Question", lines=2, max_length=MAX_INPUT_CHARS)
+                ask = gr.Button("Compare", variant="primary")
+                with gr.Row():
+                    # Plain text boxes: model output is shown as text, never rendered as HTML.
+                    tuned_box = gr.Textbox(label="Fine-tuned", lines=10, interactive=False, elem_id="tuned-answer")
+                    base_box = gr.Textbox(label="Base model", lines=10, interactive=False, elem_id="base-answer")
+                gr.on(
+                    [ask.click, question.submit],
+                    compare,
+                    inputs=question,
+                    outputs=[tuned_box, base_box],
+                    api_name="compare",
+                    concurrency_limit=assistant.config.concurrency_limit,
+                )
+        gr.Markdown(footer(assistant), elem_id="served-revision")
+    # An explicit max_size: on ZeroGPU gradio would otherwise shrink the queue to 1.
+    return demo.queue(max_size=assistant.config.queue_size)

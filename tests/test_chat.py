@@ -1,0 +1,93 @@
+"""The chat contract: prompt + completion is the training text, and the contract file round-trips."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.chat import (
+    CONTRACT_FILE,
+    TINYLLAMA_CHAT_TEMPLATE,
+    build_messages,
+    format_example,
+    load_tokenizer,
+    read_contract,
+    write_contract,
+)
+from training.config import DEFAULT_SYSTEM_PROMPT, GenerationConfig
+from training.errors import DataError
+
+QUESTION = "What is the first-line treatment for anaphylaxis?"
+ANSWER = "Intramuscular epinephrine (adrenaline), 0.5 mg for adults."
+
+
+def test_build_messages_orders_system_user_assistant():
+    assert build_messages("S", "Q") == [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    assert build_messages("S", "Q", "A")[-1] == {"role": "assistant", "content": "A"}
+
+
+def test_template_constant_is_tinyllamas(shared_data):
+    config = json.loads((shared_data / "tokenizer" / "tokenizer_config.json").read_text())
+    assert TINYLLAMA_CHAT_TEMPLATE == config["chat_template"]
+
+
+def test_real_tokenizer_loads_with_llama_defaults(real_tokenizer):
+    assert (real_tokenizer.bos_token, real_tokenizer.eos_token, real_tokenizer.pad_token) == ("<s>", "</s>", "</s>")
+    assert len(real_tokenizer) == 32000
+    assert real_tokenizer("hello").input_ids[0] == real_tokenizer.bos_token_id
+
+
+def test_real_tokenizer_round_trip(real_tokenizer):
+    row = format_example(real_tokenizer, DEFAULT_SYSTEM_PROMPT, QUESTION, ANSWER)
+    assert row["prompt"] == (
+        f"<|system|>\n{DEFAULT_SYSTEM_PROMPT}</s>\n<|user|>\n{QUESTION}</s>\n<|assistant|>\n"
+    )
+    assert row["completion"] == ANSWER + "</s>"
+    text = row["prompt"] + row["completion"]
+    # The full conversation rendered by the template is the training text plus the template's final newline.
+    full = real_tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    assert full == text + "\n"
+
+    text_ids = real_tokenizer(text).input_ids
+    full_ids = real_tokenizer(full).input_ids
+    prompt_ids = real_tokenizer(row["prompt"]).input_ids
+    assert full_ids[: len(text_ids)] == text_ids
+    # The prompt tokenizes to a prefix of the training text, so completion-only loss masks exactly the prompt.
+    assert text_ids[: len(prompt_ids)] == prompt_ids
+    assert text_ids[0] == real_tokenizer.bos_token_id and text_ids[-1] == real_tokenizer.eos_token_id
+    assert real_tokenizer.decode(text_ids[len(prompt_ids):], skip_special_tokens=True) == ANSWER
+
+
+def test_tiny_base_speaks_the_same_template(tiny_base, real_tokenizer):
+    tiny = load_tokenizer(tiny_base)
+    for tokenizer in (tiny, real_tokenizer):
+        row = format_example(tokenizer, "S", QUESTION, ANSWER)
+        assert row["prompt"] == f"<|system|>\nS</s>\n<|user|>\n{QUESTION}</s>\n<|assistant|>\n"
+
+
+def test_contract_round_trip(tmp_path):
+    generation = GenerationConfig(max_new_tokens=64, do_sample=True)
+    path = write_contract(tmp_path, "Be brief.", generation)
+    assert path == tmp_path / CONTRACT_FILE
+    data = json.loads(path.read_text())
+    assert data["format"] == 1 and set(data["generation"]) == set(GenerationConfig.model_fields)
+    contract = read_contract(tmp_path)
+    assert contract.system_prompt == "Be brief." and contract.generation == generation
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "chat contract not found"),
+        ("{not json", "unreadable chat contract"),
+        ('{"format": 2, "system_prompt": "x"}', "unsupported chat contract format 2"),
+        ('{"format": 1}', "'system_prompt' is missing"),
+        ('{"format": 1, "system_prompt": "x", "generation": {"top_k": 3}}', r"unknown key 'top_k' \(did you mean 'top_p'\?\)"),
+    ],
+)
+def test_bad_contract_is_one_line_data_error(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / CONTRACT_FILE).write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        read_contract(tmp_path)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,122 @@
+"""Configuration: every shipped file loads, and bad settings fail with one clear line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.config import DataConfig, ExperimentConfig, load_config, load_experiment
+from training.errors import EXIT_USAGE, ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = REPO_ROOT / "configs"
+
+
+def shipped(pattern: str) -> list[Path]:
+    return sorted(CONFIGS.glob(pattern))
+
+
+@pytest.mark.parametrize("path", shipped("**/experiments/*.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_experiments_load(path):
+    config = load_experiment(str(path))
+    assert config.name == path.stem
+    assert config.gradient_accumulation_steps * config.per_device_batch_size == config.effective_batch_size
+
+
+def test_real_experiments_follow_the_plan():
+    plan = {  # learning rate, per-device batch, epochs, r, alpha
+        "exp1": (2e-4, 4, 3, 16, 32),
+        "exp2": (5e-5, 2, 3, 16, 32),
+        "exp3": (1e-4, 4, 2, 8, 16),
+    }
+    for name, (lr, batch, epochs, r, alpha) in plan.items():
+        c = load_experiment(name, config_dir=CONFIGS)
+        assert (c.learning_rate, c.per_device_batch_size, c.epochs, c.lora.r, c.lora.alpha) == (lr, batch, epochs, r, alpha)
+        assert c.effective_batch_size == 8 and c.warmup_fraction == 0.1 and c.lora.dropout == 0.05
+        assert c.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@pytest.mark.parametrize("path", shipped("**/data.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_data_configs_load(path):
+    assert load_config(DataConfig, path).split
+
+
+@pytest.mark.parametrize("path", shipped("**/hub.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_hub_configs_load(path):
+    from hub.config import HubConfig
+
+    assert load_config(HubConfig, path).adapter_repo
+
+
+@pytest.mark.parametrize("path", shipped("accelerate/*.yaml"), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(path)
+    assert str(config.distributed_type).endswith("MULTI_GPU")
+
+
+def test_every_config_file_is_covered():
+    covered = set(shipped("**/experiments/*.yaml") + shipped("**/data.yaml") + shipped("**/hub.yaml")
+                  + shipped("accelerate/*.yaml"))
+    assert set(shipped("**/*.yaml")) == covered
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trial.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problem(path: Path, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(ExperimentConfig, path, overrides, name=path.stem)
+    return str(info.value)
+
+
+def test_unknown_key_names_the_closest(tmp_path):
+    message = problem(write(tmp_path, "learnig_rate: 1e-4\nlora:\n  alpah: 8\n"))
+    assert "unknown key 'learnig_rate' (did you mean 'learning_rate'?)" in message
+    assert "unknown key 'lora.alpah' (did you mean 'lora.alpha'?)" in message  # both problems, at once
+    assert str(tmp_path / "trial.yaml") in message
+
+
+def test_wrong_type_and_negative_learning_rate(tmp_path):
+    message = problem(write(tmp_path, "per_device_batch_size: four\nlearning_rate: -0.1\n"))
+    assert "'per_device_batch_size'" in message and "'four'" in message
+    assert "'learning_rate': Input should be greater than 0 (got -0.1)" in message
+
+
+def test_override_is_validated_like_the_file(tmp_path):
+    message = problem(write(tmp_path, "learning_rate: 1e-4\n"), "lora.r=0")
+    assert "'lora.r'" in message and "--set lora.r=0" in message
+
+
+def test_batch_sizes_must_divide(tmp_path):
+    message = problem(write(tmp_path, "per_device_batch_size: 3\neffective_batch_size: 8\n"))
+    assert "multiple of per_device_batch_size (3)" in message
+
+
+def test_cli_reports_bad_config_in_one_line():
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--experiment", "exp1", "--set", "learning_rate=-1"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == EXIT_USAGE
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "learning_rate" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_suggests_known_experiment():
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--experiment", "exp4"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == EXIT_USAGE
+    assert "unknown experiment 'exp4'" in result.stderr and "did you mean" in result.stderr

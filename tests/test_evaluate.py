@@ -1,0 +1,234 @@
+"""Evaluation on the tiny base: generation, perplexity, MedQA scoring, plots and the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from training import medqa
+from training.chat import format_example, format_prompt
+from training.cli import COMMANDS, main
+from training.errors import DataError
+
+EVALUATE_ONLY = {"evaluate": COMMANDS["evaluate"]}  # the CLI without importing the other commands
+SYSTEM = "You are a careful medical assistant."
+QUESTIONS = [
+    "What is the function of insulin?",
+    "Define tachycardia.",
+    "Which nerve innervates the diaphragm, and why does diaphragmatic irritation refer pain to the shoulder?",
+    "Hb?",
+    "What does ACE stand for in ACE inhibitor?",
+]
+ANSWERS = ["It lowers blood glucose.", "A heart rate above 100 per minute.", "The phrenic nerve (C3-C5).",
+           "Hemoglobin.", "Angiotensin-converting enzyme."]
+MEDQA_ROW = {
+    "question": "A 25-year-old man has crushing chest pain. Which enzyme rises first?",
+    "options": {"A": "Troponin I", "B": "Lactate dehydrogenase", "C": "Alkaline phosphatase", "D": "Amylase"},
+    "answer_idx": "A",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base):
+    from training.generation import load_model
+
+    return load_model(str(tiny_base), None, None)
+
+
+def manual_completion_nll(model, tokenizer, prompt: str, completion: str) -> tuple[float, int]:
+    """Independent reference: one unpadded sequence at a time, every position's log_softmax."""
+    from training.generation import prompt_completion_ids
+
+    ids, start = prompt_completion_ids(tokenizer, prompt, completion)
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return -sum(log_probs[j - 1, ids[j]].item() for j in range(start, len(ids))), len(ids) - start
+
+
+@pytest.mark.slow
+def test_batched_generation_equals_one_at_a_time(tiny):
+    from training.generation import generate
+
+    model, tokenizer = tiny
+    prompts = [format_prompt(tokenizer, SYSTEM, q) for q in QUESTIONS]
+    batched = generate(model, tokenizer, prompts, batch_size=3, max_new_tokens=16)
+    single = [generate(model, tokenizer, [p], batch_size=1, max_new_tokens=16)[0] for p in prompts]
+    assert batched == single
+    assert all(batched) and len(set(batched)) > 1
+
+
+@pytest.mark.slow
+def test_perplexity_equals_a_per_example_loop(tiny):
+    import math
+
+    from training.generation import completion_log_likelihoods, prompt_completion_ids
+    from training.metrics import perplexity
+
+    model, tokenizer = tiny
+    prompts = [format_prompt(tokenizer, SYSTEM, q) for q in QUESTIONS]
+    completions = [a + tokenizer.eos_token for a in ANSWERS]
+    ours = completion_log_likelihoods(model, tokenizer, prompts, completions, batch_size=2)
+    manual = [manual_completion_nll(model, tokenizer, p, c) for p, c in zip(prompts, completions)]
+    assert [n for _, n in ours] == [n for _, n in manual]
+    assert [nll for nll, _ in ours] == pytest.approx([nll for nll, _ in manual], rel=1e-5)
+    # The completion ends with eos, and eos counts as an answer token.
+    ids, _ = prompt_completion_ids(tokenizer, prompts[0], completions[0])
+    assert ids[-1] == tokenizer.eos_token_id
+    expected = math.exp(sum(nll for nll, _ in manual) / sum(n for _, n in manual))
+    assert perplexity(*zip(*ours)).value() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_medqa_picks_the_highest_length_normalised_option(tiny):
+    model, tokenizer = tiny
+    [result] = medqa.score_questions(model, tokenizer, [MEDQA_ROW], SYSTEM, batch_size=3)
+    prompt = medqa.build_prompt(tokenizer, SYSTEM, MEDQA_ROW)
+    expected = {}
+    for letter, text in MEDQA_ROW["options"].items():
+        nll, n = manual_completion_nll(model, tokenizer, prompt, text)
+        expected[letter] = -nll / n
+    assert result["option_mean_log_prob"] == pytest.approx(expected, rel=1e-5)
+    assert result["predicted"] == max(expected, key=expected.get)
+    assert result["correct"] == (result["predicted"] == "A")
+
+
+def test_pick_option_uses_the_mean_not_the_sum():
+    # Summed, the long option D would lose (-12 < -3); per token it is the most likely.
+    assert medqa.pick_option({"A": -3.0, "B": -2.5, "C": -4.0, "D": -0.5}) == "D"
+
+
+@pytest.mark.slow
+def test_medqa_on_five_real_questions(shared_data, tiny):
+    path = shared_data / "eval" / "medqa_usmle_4options_test.jsonl"
+    questions = medqa.load_questions(str(path), limit=5)
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:5]]
+    assert [q["answer_idx"] for q in questions] == [r["answer_idx"] for r in raw]
+    model, tokenizer = tiny
+    results = medqa.score_questions(model, tokenizer, questions, SYSTEM, batch_size=8)
+    assert len(results) == 5
+    for result, row in zip(results, raw):
+        assert result["predicted"] in medqa.LETTERS
+        assert result["correct"] == (result["predicted"] == row["answer_idx"])
+        assert all(v < 0 for v in result["option_mean_log_prob"].values())
+
+
+def test_medqa_bad_rows_are_data_errors(tmp_path):
+    path = tmp_path / "medqa.jsonl"
+    path.write_text(json.dumps(MEDQA_ROW) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"medqa.jsonl:2: invalid JSON"):
+        medqa.load_questions(str(path))
+    path.write_text(json.dumps({**MEDQA_ROW, "answer_idx": "E"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="row 1: 'answer_idx' must be one of A, B, C, D"):
+        medqa.load_questions(str(path))
+
+
+def test_plots_render_from_fixed_metrics(tmp_path):
+    import matplotlib.image
+
+    from training import plots
+
+    results = {
+        "base": {"bleu": {"value": 3.1, "ci_low": 2.0, "ci_high": 4.5}, "rougeL": {"value": 0.12, "ci_low": 0.1, "ci_high": 0.14},
+                 "perplexity": {"value": 14.0, "ci_low": 12.5, "ci_high": 15.8}},
+        "exp1": {"bleu": {"value": 9.4, "ci_low": 7.9, "ci_high": 11.0}, "rougeL": {"value": 0.25, "ci_low": 0.22, "ci_high": 0.28},
+                 "perplexity": {"value": 5.2, "ci_low": 4.8, "ci_high": 5.7}},
+    }
+    runs = {"exp1": {"train_loss": [{"step": s, "epoch": s / 10, "loss": 2 / s} for s in range(1, 11)],
+                     "eval_loss": [{"step": 5, "epoch": 0.5, "loss": 0.6}, {"step": 10, "epoch": 1.0, "loss": 0.4}]}}
+    metrics_png = plots.plot_metrics(results, tmp_path / "plots" / "metrics.png")
+    loss_png = plots.plot_loss_curves(runs, tmp_path / "plots" / "loss_curves.png")
+    height, width, _ = matplotlib.image.imread(metrics_png).shape
+    assert plots.grid_shape(3) == (1, 3) and plots.grid_shape(7) == (2, 4)
+    assert (width, height) == (round(plots.PANEL_SIZE[0] * 3 * plots.FIGURE_DPI), round(plots.PANEL_SIZE[1] * plots.FIGURE_DPI))
+    height, width, _ = matplotlib.image.imread(loss_png).shape
+    assert (width, height) == (round(plots.LOSS_SIZE[0] * plots.FIGURE_DPI), round(plots.LOSS_SIZE[1] * plots.FIGURE_DPI))
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["loss_curves.png", "metrics.png"]
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_base):
+    """A prepared dataset, one trained-looking adapter (random non-zero LoRA B) and a MedQA file."""
+    from datasets import Dataset, DatasetDict
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.config import ExperimentConfig, dump
+
+    root = tmp_path_factory.mktemp("eval-workspace")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    rows = [{"id": f"{i:016x}", "question": q, "answer": a, **format_example(tokenizer, SYSTEM, q, a)}
+            for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
+    split = Dataset.from_list(rows)
+    DatasetDict(train=split, validation=split, test=split).save_to_disk(str(root / "data"))
+    (root / "data" / "data_report.json").write_text(json.dumps({"system_prompt": SYSTEM, "fingerprint": "f" * 64}))
+
+    run_dir = root / "runs" / "exp1"
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_base)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    model.save_pretrained(run_dir / "adapter")
+    tokenizer.save_pretrained(run_dir / "adapter")
+    config = ExperimentConfig(name="exp1", base_model=str(tiny_base), base_revision=None)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dump(config)))
+    curve = [{"step": s, "epoch": s / 4, "loss": 3.0 / s} for s in (1, 2, 3, 4)]
+    (run_dir / "metrics.json").write_text(json.dumps({"train_loss": curve, "eval_loss": curve[1::2]}))
+
+    (root / "medqa.jsonl").write_text("\n".join(json.dumps(MEDQA_ROW) for _ in range(3)) + "\n")
+    return root
+
+
+def _evaluate(root, *extra):
+    return main(["evaluate", "--config-dir", str(root / "no-configs"), "--data-dir", str(root / "data"),
+                 "--runs-dir", str(root / "runs"), "--output-dir", str(root / "eval"), "--medqa", str(root / "medqa.jsonl"),
+                 "--max-new-tokens", "8", "--batch-size", "2", "--set", "bootstrap_resamples=200", *extra],
+                commands=EVALUATE_ONLY)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_end_to_end(workspace):
+    assert _evaluate(workspace, "--limit", "4") == 0
+    out = workspace / "eval"
+    base = json.loads((out / "base" / "metrics.json").read_text())
+    tuned = json.loads((out / "exp1" / "metrics.json").read_text())
+    for metrics in (base, tuned):
+        assert metrics["n"] == 4 and metrics["medqa_n"] == 3
+        for name in ("bleu", "nltk_bleu", "rouge1", "rouge2", "rougeL", "perplexity", "medqa_accuracy"):
+            assert metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"], name
+        assert metrics["provenance"]["versions"]["sacrebleu"]
+    assert base["paired_vs_base"] is None
+    assert tuned["adapter"]["sha256"] and tuned["base_model"]["id"] == base["base_model"]["id"]
+    # The merged adapter really changes the model.
+    assert tuned["perplexity"]["value"] != pytest.approx(base["perplexity"]["value"])
+    paired = tuned["paired_vs_base"]["perplexity"]
+    assert paired["diff"] == pytest.approx(tuned["perplexity"]["value"] - base["perplexity"]["value"])
+    assert paired["ci_low"] <= paired["diff"] <= paired["ci_high"]
+
+    records = [json.loads(line) for line in (out / "exp1" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in records] == QUESTIONS[:4]
+    assert [r["reference"] for r in records] == ANSWERS[:4]
+    assert set(records[0]["scores"]) >= {"bleu", "rouge1", "rouge2", "rougeL", "nll", "answer_tokens", "perplexity"}
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert list(comparison["models"]) == ["base", "exp1"]
+    table = (out / "comparison.md").read_text()
+    assert "| base | 4 |" in table and "| exp1 | 4 |" in table and "Fine-tuned minus base" in table
+    assert (out / "plots" / "metrics.png").stat().st_size > 0 and (out / "plots" / "loss_curves.png").stat().st_size > 0
+    assert not list(out.glob(".*"))  # no leftover partial folders
+
+
+@pytest.mark.slow
+def test_evaluate_rejects_unknown_models_and_missing_data(workspace, capsys):
+    assert _evaluate(workspace, "--models", "base,exp2") == 2
+    err = capsys.readouterr().err
+    assert "no model 'exp2'" in err and "did you mean 'exp1'" in err
+    assert main(["evaluate", "--config-dir", str(workspace), "--data-dir", str(workspace / "nothing"),
+                 "--runs-dir", str(workspace / "runs"), "--medqa", "none"], commands=EVALUATE_ONLY) == 3
+    assert "run `python -m training prepare` first" in capsys.readouterr().err

@@ -1,0 +1,304 @@
+"""`python -m hub push` and `deploy-space` against the local Hub server, read back with the real clients.
+
+The inputs come from the real pipeline on tiny data (sample flashcards, tiny base, two two-step
+experiments, evaluation on a few examples). The module pushes three times in order: only the
+worse experiment, then everything (one new experiment), then everything again (nothing new), and
+records the refs after each push for the tests to compare.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub.auth import preflight
+from hub.cli import main as hub_main
+from training.errors import EXIT_VERIFY, HubError
+
+MEDQA_ROWS = [
+    {"question": "Which vitamin deficiency causes scurvy?", "answer_idx": "C",
+     "options": {"A": "Vitamin A", "B": "Vitamin D", "C": "Vitamin C", "D": "Vitamin K"}},
+    {"question": "Which organ secretes insulin?", "answer_idx": "B",
+     "options": {"A": "Liver", "B": "Pancreas", "C": "Spleen", "D": "Kidney"}},
+]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_base, sample_flashcards, tmp_path_factory) -> Path:
+    """data/processed, runs/{alpha,beta}, eval/ made by prepare, train and evaluate on tiny data."""
+    from training.config import DataConfig, EvalConfig, ExperimentConfig
+    from training.evaluate import evaluate
+    from training.prepare import prepare
+    from training.train import train_experiment, update_best
+
+    work = tmp_path_factory.mktemp("publish-inputs")
+    data_dir = work / "data" / "processed"
+    prepare(DataConfig(source=str(sample_flashcards), revision=None, tokenizer=str(tiny_base),
+                       tokenizer_revision=None, max_examples=40, output_dir=data_dir))
+    for name, learning_rate in (("alpha", 1e-5), ("beta", 5e-3)):
+        train_experiment(ExperimentConfig(
+            name=name, base_model=str(tiny_base), base_revision=None, data_dir=data_dir, runs_dir=work / "runs",
+            learning_rate=learning_rate, max_steps=2, eval_steps=2, logging_steps=1, save_steps=100,
+            per_device_batch_size=2, effective_batch_size=2, max_seq_length=96, quantization="none",
+            precision="fp32", lora={"r": 4, "alpha": 8},
+        ))
+    update_best(work / "runs")
+    medqa = work / "medqa.jsonl"
+    medqa.write_text("".join(json.dumps(row) + "\n" for row in MEDQA_ROWS), encoding="utf-8")
+    evaluate(EvalConfig(data_dir=data_dir, runs_dir=work / "runs", output_dir=work / "eval", limit=3,
+                        max_new_tokens=4, medqa=str(medqa), medqa_limit=2, bootstrap_resamples=20))
+    return work
+
+
+@dataclass
+class Published:
+    namespace: str
+    dataset: str
+    adapter: str
+    space: str
+    config_dir: Path
+    best: str
+    other: str
+    refs: list[dict] = field(default_factory=list)  # after each push
+    outputs: list[str] = field(default_factory=list)  # stdout + stderr of each command
+
+
+def write_hub_config(folder: Path, pipeline: Path, **settings) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"data_dir": str(pipeline / "data" / "processed"), "runs_dir": str(pipeline / "runs"),
+              "eval_dir": str(pipeline / "eval"), "space_hardware": "t4-small", **settings}
+    (folder / "hub.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return folder
+
+
+def run_hub(*argv: str) -> tuple[int, str]:
+    """`python -m hub ...` in-process, with its stdout and stderr captured."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = hub_main(list(argv))
+    return code, out.getvalue()
+
+
+def snapshot_refs(published: Published) -> dict:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    refs = api.list_repo_refs(published.adapter)
+    return {
+        "dataset": api.repo_info(published.dataset, repo_type="dataset").sha,
+        "branches": {b.name: b.target_commit for b in refs.branches},
+        "tags": {t.name: t.target_commit for t in refs.tags},
+    }
+
+
+@pytest.fixture(scope="module")
+def published(pipeline, hub_server, tmp_path_factory) -> Published:
+    name = lambda prefix: hub_server.repo_id(prefix).split("/", 1)[1]  # noqa: E731 - fresh repo names
+    best = json.loads((pipeline / "runs" / "best.json").read_text())["experiment"]
+    other = next(n for n in ("alpha", "beta") if n != best)
+    repos = {"dataset_repo": name("data"), "adapter_repo": name("adapter"), "space_repo": name("space")}
+    config_dir = write_hub_config(tmp_path_factory.mktemp("hub-config"), pipeline, namespace=hub_server.user, **repos)
+    published = Published(hub_server.user, f"{hub_server.user}/{repos['dataset_repo']}",
+                          f"{hub_server.user}/{repos['adapter_repo']}", f"{hub_server.user}/{repos['space_repo']}",
+                          config_dir, best, other)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_TOKEN", hub_server.write_token)
+        for extra in (["--experiments", other], [], []):
+            code, output = run_hub("push", "--config-dir", str(config_dir), *extra)
+            assert code == 0, output
+            published.outputs.append(output)
+            published.refs.append(snapshot_refs(published))
+    return published
+
+
+@pytest.mark.slow
+def test_dataset_repo_loads_as_the_prepared_splits(published, pipeline):
+    from datasets import DatasetDict, load_dataset
+    from huggingface_hub import DatasetCard
+
+    revision = published.refs[-1]["dataset"]
+    remote = load_dataset(published.dataset, revision=revision)
+    local = DatasetDict.load_from_disk(str(pipeline / "data" / "processed"))
+    assert set(remote) == {"train", "validation", "test"}
+    for split in local:
+        assert remote[split]["id"] == local[split]["id"]
+        assert remote[split]["prompt"] == local[split]["prompt"]
+    card = DatasetCard.load(published.dataset, repo_type="dataset")
+    report = json.loads((pipeline / "data" / "processed" / "data_report.json").read_text())
+    assert card.data.license == "apache-2.0" and card.data.language == "en"
+    assert card.data.dataset_info  # push_to_hub's metadata survives the card
+    assert f"Rows in: {report['rows_in']}, rows out: {report['rows_out']}" in card.text
+    assert report["fingerprint"] in card.text
+
+
+@pytest.mark.slow
+def test_every_experiment_branch_loads_with_peft_and_generates(published, tiny_base):
+    import torch
+    from huggingface_hub import HfApi
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for experiment in ("alpha", "beta"):
+        branch = f"exp/{experiment}"
+        files = set(HfApi().list_repo_files(published.adapter, revision=branch))
+        assert {"adapter_model.safetensors", "adapter_config.json", "chat_contract.json", "tokenizer_config.json",
+                "config.yaml", "metrics.json", "eval_metrics.json", "predictions_sample.jsonl", "provenance.json",
+                "plots/loss_curves.png", "plots/metrics.png", "README.md"} <= files
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_base)), published.adapter,
+                                          revision=branch)
+        tokenizer = AutoTokenizer.from_pretrained(published.adapter, revision=branch)
+        inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What causes scurvy?"}],
+                                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        assert output.shape[1] > inputs["input_ids"].shape[1]
+
+
+@pytest.mark.slow
+def test_main_is_the_best_experiment_verified_and_tagged(published, pipeline):
+    from huggingface_hub import hf_hub_download
+
+    refs = published.refs[-1]
+    main = refs["branches"]["main"]
+    assert refs["tags"] == {"best-1": main}
+    on_main = Path(hf_hub_download(published.adapter, "adapter_model.safetensors", revision=main)).read_bytes()
+    assert on_main == (pipeline / "runs" / published.best / "adapter" / "adapter_model.safetensors").read_bytes()
+    summary = json.loads(Path(hf_hub_download(published.adapter, "experiments.json", revision=main)).read_text())
+    assert summary["best"] == published.best
+    assert summary["verified_revision"] == refs["branches"][f"exp/{published.best}"]
+
+
+@pytest.mark.slow
+def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeline, tiny_base):
+    from huggingface_hub import HfApi, ModelCard
+
+    card = ModelCard.load(published.adapter)  # main
+    data = card.data
+    assert (data.library_name, data.pipeline_tag, data.language, data.license) == ("peft", "text-generation", "en", "apache-2.0")
+    assert published.dataset in data.datasets
+    evaluated = json.loads((pipeline / "eval" / published.best / "metrics.json").read_text())
+    by_type = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert set(by_type) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity", "accuracy"}
+    assert by_type["bleu"] == pytest.approx(evaluated["bleu"]["value"], abs=1e-4)
+    assert by_type["accuracy"] == pytest.approx(evaluated["medqa_accuracy"]["value"], abs=1e-4)
+    verified = published.refs[-1]["branches"][f"exp/{published.best}"]
+    assert f'PeftModel.from_pretrained(base, "{published.adapter}", revision="{verified}")' in card.text
+    assert "Medical disclaimer" in card.text and "| alpha |" in card.text and "| beta |" in card.text
+    files = HfApi().list_repo_files(published.adapter)
+    assert all(link in files for link in ("plots/loss_curves.png", "plots/metrics.png"))
+    assert "![loss curves](plots/loss_curves.png)" in card.text
+    branch_card = ModelCard.load(published.adapter, revision=f"exp/{published.other}")
+    assert f'revision="exp/{published.other}"' in branch_card.text
+    assert {r.metric_type for r in branch_card.data.eval_results} >= {"bleu", "perplexity"}
+
+
+@pytest.mark.slow
+def test_one_new_experiment_moves_only_what_changed(published):
+    first, second = published.refs[0], published.refs[1]
+    assert first["branches"].keys() == {"main", f"exp/{published.other}"} and first["tags"] == {}
+    assert second["dataset"] == first["dataset"]
+    assert second["branches"][f"exp/{published.other}"] == first["branches"][f"exp/{published.other}"]
+    assert f"exp/{published.best}" in second["branches"]
+    assert second["branches"]["main"] != first["branches"]["main"] and set(second["tags"]) == {"best-1"}
+
+
+@pytest.mark.slow
+def test_identical_second_push_makes_no_commit(published):
+    from huggingface_hub import HfApi
+
+    assert published.refs[2] == published.refs[1]
+    lines = [line for line in published.outputs[2].splitlines() if line.startswith(published.namespace + "/")]
+    assert len(lines) == 4 and all(line.split()[-1] == "no" for line in lines)  # dataset, 2 branches, main
+    assert len(HfApi().list_repo_commits(published.adapter)) == 2  # initial + one promotion
+
+
+@pytest.mark.slow
+def test_broken_adapter_is_not_promoted(published, pipeline, hub_server, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pipeline / "runs", runs)
+    (runs / published.best / "adapter" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    adapter = hub_server.repo_id("broken")
+    config_dir = write_hub_config(tmp_path / "cfg", pipeline, namespace=published.namespace, runs_dir=str(runs),
+                                  dataset_repo=published.dataset.split("/")[1], adapter_repo=adapter.split("/")[1])
+    monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
+
+    code, output = run_hub("push", "--config-dir", str(config_dir), "--experiments", published.best)
+
+    assert code == EXIT_VERIFY, output
+    assert "failed verification, not promoted" in output.splitlines()[-1]
+    refs = HfApi().list_repo_refs(adapter)
+    assert refs.tags == []
+    assert HfApi().list_repo_files(adapter, revision="main") == [".gitattributes"]  # main never moved
+
+
+@pytest.mark.slow
+def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, tiny_base, hub_server, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from training.config import REPO_ROOT
+
+    monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
+    code, output = run_hub("deploy-space", "--config-dir", str(published.config_dir))
+    assert code == 0, output
+    published.outputs.append(output)
+    assert f"Space: {hub_server.url}/spaces/{published.space}" in output
+    api = HfApi()
+    local = {p.relative_to(REPO_ROOT / "space").as_posix() for p in (REPO_ROOT / "space").rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    assert set(api.list_repo_files(published.space, repo_type="space")) - {".gitattributes"} == local
+    variables = {key: var.value for key, var in api.get_space_variables(published.space).items()}
+    assert variables == {
+        "BASE_MODEL": str(tiny_base), "BASE_REVISION": "main", "ADAPTER_REPO": published.adapter,
+        "ADAPTER_REVISION": published.refs[-1]["tags"]["best-1"],
+    }
+    assert api.get_space_runtime(published.space).requested_hardware == "t4-small"
+    assert api.space_info(published.space).sdk == "gradio"
+
+
+@pytest.mark.slow
+def test_token_is_in_no_pushed_file_and_no_output(published, hub_server):
+    token = hub_server.write_token.encode()
+    stored = [p for p in Path(hub_server.data_dir).rglob("*") if p.is_file() and p.name != "tokens.json"]
+    assert stored and not [p for p in stored if token in p.read_bytes()]
+    assert all(hub_server.write_token not in output for output in published.outputs)
+
+
+@pytest.mark.slow
+def test_dry_run_writes_each_branch_exactly_and_pushes_nothing(published, pipeline, tmp_path):
+    from huggingface_hub import HfApi
+
+    out = tmp_path / "dry"
+    code, output = run_hub("push", "--config-dir", str(published.config_dir), "--dry-run", str(out))
+    assert code == 0, output
+    api = HfApi()
+    for branch in ("main", "exp/alpha", "exp/beta"):
+        local = {p.relative_to(out / "adapter" / branch).as_posix() for p in (out / "adapter" / branch).rglob("*")
+                 if p.is_file()}
+        assert local == set(api.list_repo_files(published.adapter, revision=branch)) - {".gitattributes"}
+    assert {p.name for p in (out / "dataset" / "main" / "data").iterdir()} == {
+        f"{split}-00000-of-00001.parquet" for split in ("train", "validation", "test")}
+    assert snapshot_refs(published) == published.refs[-1]
+
+
+@pytest.mark.parametrize("token, message", [
+    (None, "no Hub token"),
+    ("hf_not_a_real_token_123456", "invalid or expired"),
+    ("read", "read-only token"),
+])
+def test_preflight_fails_fast_with_one_line(hub_server, monkeypatch, token, message):
+    if token is None:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("HF_TOKEN", hub_server.read_token if token == "read" else token)
+    with pytest.raises(HubError, match=message) as caught:
+        preflight([f"{hub_server.user}/anything"])
+    assert "\n" not in str(caught.value)
+    assert hub_server.read_token not in str(caught.value) and "hf_not_a_real_token" not in str(caught.value)

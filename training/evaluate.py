@@ -1,0 +1,409 @@
+"""`python -m training evaluate`: the base model and every trained adapter on the test split.
+
+Two phases. `evaluate_model` runs a model once (greedy answers, answer perplexity, MedQA) and
+writes eval/<model>/predictions.jsonl (+ medqa.jsonl); `summarise` then derives everything else
+from those files alone: metrics with bootstrap intervals, paired differences against the base,
+comparison.md/json and the plots. So a rerun of one model refreshes every comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import CONFIG_DIR, DEFAULT_SYSTEM_PROMPT, TINYLLAMA_ID, TINYLLAMA_REVISION, EvalConfig
+from training.errors import ConfigError, DataError
+
+BASE = "base"
+# Row order of comparison tables; the direction says which way is better.
+METRICS = ("bleu", "nltk_bleu", "rouge1", "rouge2", "rougeL", "perplexity", "medqa_accuracy")
+LOWER_IS_BETTER = {"perplexity"}
+REQUIRED_COLUMNS = ("id", "question", "answer", "prompt", "completion")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    base_model: str
+    base_revision: str | None
+    adapter_dir: Path | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="reads CONFIG_DIR/eval.yaml when present")
+    parser.add_argument("--config", type=Path, help="an eval YAML file (default: CONFIG_DIR/eval.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    parser.add_argument("--data-dir", type=Path, help="output of `prepare`")
+    parser.add_argument("--runs-dir", type=Path, help="trained experiments (runs/<name>/adapter)")
+    parser.add_argument("--output-dir", type=Path, help="where results go (default eval/)")
+    parser.add_argument("--models", help="comma-separated: base and/or experiment names (default: all)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N test examples")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--medqa", metavar="PATH_OR_ID", help="MedQA JSONL file or Hub dataset id; 'none' skips it")
+    parser.add_argument("--medqa-limit", type=int, help="score only the first N MedQA questions")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    summary = evaluate(config)
+    for name, metrics in summary["models"].items():
+        shown = ", ".join(f"{m}={metrics[m]['value']:.4g}" for m in METRICS if m in metrics)
+        print(f"{name}: {shown}")
+    print(f"wrote {config.output_dir}/comparison.md and {config.output_dir}/plots/")
+    return 0
+
+
+def resolve_config(args: argparse.Namespace) -> EvalConfig:
+    """eval.yaml < --set < explicit flags."""
+    from training.config import dump, load_config, validate
+
+    path = args.config or (args.config_dir / "eval.yaml")
+    if args.config is None and not path.exists():
+        path = None
+    config = load_config(EvalConfig, path, args.set)
+    flags = {
+        "data_dir": args.data_dir, "runs_dir": args.runs_dir, "output_dir": args.output_dir, "limit": args.limit,
+        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "medqa_limit": args.medqa_limit,
+        "models": [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
+        "medqa": args.medqa,
+    }
+    flags = {key: value for key, value in flags.items() if value is not None}
+    if flags.get("medqa", "").lower() == "none":
+        flags["medqa"] = None
+    if not flags:
+        return config
+    return validate(EvalConfig, {**dump(config), **flags}, f"{path or 'defaults'} with command-line flags")
+
+
+# --- phase 1: run models ----------------------------------------------------------------------
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    specs = select_models(discover_models(config), config.models)
+    test = load_test_split(config)
+    report = read_data_report(config.data_dir)
+    questions = None
+    if config.medqa:
+        from training.medqa import load_questions
+
+        questions = load_questions(config.medqa, config.medqa_limit, config.medqa_split, config.medqa_revision)
+    for spec in specs:
+        print(f"evaluating {spec.name} on {len(test)} examples" + (f" and {len(questions)} MedQA questions" if questions else ""))
+        evaluate_model(spec, test, questions, report, config)
+    return summarise(config.output_dir, config)
+
+
+def discover_models(config: EvalConfig) -> list[ModelSpec]:
+    """The base model, then every runs_dir/<name> holding an adapter, each on the base it was trained on."""
+    from training.config import ExperimentConfig, load_config
+
+    experiments = []
+    runs_dir = Path(config.runs_dir)
+    for run_dir in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if not (run_dir / "adapter" / "adapter_config.json").exists():
+            continue
+        if not (run_dir / "config.yaml").exists():
+            raise DataError(f"{run_dir}: has an adapter but no config.yaml (its base model is unknown)")
+        run_config = load_config(ExperimentConfig, run_dir / "config.yaml")
+        experiments.append(ModelSpec(run_dir.name, run_config.base_model, run_config.base_revision, run_dir / "adapter"))
+    base_model, base_revision = config.base_model, config.base_revision
+    if base_model is None:
+        bases = sorted({(e.base_model, e.base_revision) for e in experiments}, key=str)
+        if len(bases) > 1:
+            raise ConfigError(f"runs in {runs_dir} use different base models {bases}; set base_model in eval.yaml")
+        base_model, base_revision = bases[0] if bases else (TINYLLAMA_ID, TINYLLAMA_REVISION)
+    return [ModelSpec(BASE, base_model, base_revision), *experiments]
+
+
+def select_models(specs: list[ModelSpec], wanted: list[str] | None) -> list[ModelSpec]:
+    if not wanted:
+        return specs
+    known = {spec.name: spec for spec in specs}
+    for name in wanted:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"available: {', '.join(known)}"
+            raise ConfigError(f"--models: no model '{name}' (runs with an adapter, or 'base'; {hint})")
+    return [known[name] for name in wanted]
+
+
+def load_test_split(config: EvalConfig):
+    from datasets import load_from_disk
+
+    try:
+        splits = load_from_disk(str(config.data_dir))
+    except FileNotFoundError:
+        raise DataError(f"{config.data_dir}: no prepared dataset (run `python -m training prepare` first)") from None
+    if config.split not in splits:
+        raise DataError(f"{config.data_dir}: no split '{config.split}' (has {', '.join(splits)})")
+    test = splits[config.split]
+    missing = [c for c in REQUIRED_COLUMNS if c not in test.column_names]
+    if missing:
+        raise DataError(f"{config.data_dir}/{config.split}: missing columns {missing} (rerun prepare)")
+    if config.limit:
+        test = test.select(range(min(config.limit, len(test))))
+    if len(test) == 0:
+        raise DataError(f"{config.data_dir}/{config.split}: no examples")
+    return test
+
+
+def read_data_report(data_dir: Path) -> dict[str, Any]:
+    path = Path(data_dir) / "data_report.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalConfig) -> Path:
+    """Run one model and write eval/<name>/ (predictions, MedQA answers, run details) in one step."""
+    import torch
+
+    from training import provenance
+    from training.config import dump
+    from training.generation import completion_log_likelihoods, generate, load_model
+    from training.medqa import score_questions
+
+    model, tokenizer = load_model(spec.base_model, spec.base_revision, spec.adapter_dir, config.precision)
+    started = time.perf_counter()
+    predictions = generate(model, tokenizer, test["prompt"], config.batch_size, config.max_new_tokens)
+    generation_s = time.perf_counter() - started
+    likelihoods = completion_log_likelihoods(model, tokenizer, test["prompt"], test["completion"], config.batch_size)
+    medqa = None
+    if questions:
+        system_prompt = report.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
+        medqa = score_questions(model, tokenizer, questions, system_prompt, config.batch_size)
+    total_s = time.perf_counter() - started
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    records = per_example_records(test, predictions, likelihoods)
+    run_info = {
+        "model": spec.name,
+        "base_model": {"id": spec.base_model, "revision": spec.base_revision},
+        "adapter": adapter_info(spec.adapter_dir),
+        "n": len(records),
+        "medqa_n": len(medqa) if medqa else 0,
+        "timing": {"generation_s": round(generation_s, 3), "total_s": round(total_s, 3),
+                   "examples_per_s": round(len(records) / generation_s, 3)},
+        "data": {"dir": str(config.data_dir), "split": config.split, "fingerprint": report.get("fingerprint"),
+                 "sources": report.get("sources")},
+        "medqa_source": config.medqa,
+        "config": dump(config),
+        "provenance": provenance.stamp(),
+    }
+
+    def write(folder: Path) -> None:
+        write_jsonl(folder / "predictions.jsonl", records)
+        if medqa:
+            write_jsonl(folder / "medqa.jsonl", medqa)
+        provenance.write_json_atomic(folder / "metrics.json", run_info)
+
+    return replace_dir(Path(config.output_dir) / spec.name, write)
+
+
+def per_example_records(test, predictions: list[str], likelihoods: list[tuple[float, int]]) -> list[dict]:
+    import math
+
+    from training.metrics import bleu_statistics, rouge_scores, sentence_bleu_from_stats
+
+    references = test["answer"]
+    bleu_stats = bleu_statistics(predictions, references)
+    rouge = rouge_scores(predictions, references)
+    records = []
+    for i, row in enumerate(test):
+        nll, tokens = likelihoods[i]
+        records.append({
+            "id": row["id"], "question": row["question"], "reference": row["answer"], "prediction": predictions[i],
+            "scores": {
+                "bleu": sentence_bleu_from_stats(bleu_stats[i]),
+                **{kind: float(values[i]) for kind, values in rouge.items()},
+                "nll": nll, "answer_tokens": tokens,
+                "perplexity": math.exp(nll / tokens) if tokens else None,
+            },
+        })
+    return records
+
+
+def adapter_info(adapter_dir: Path | None) -> dict | None:
+    if adapter_dir is None:
+        return None
+    from training.provenance import sha256_file
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    return {"path": str(adapter_dir), "sha256": sha256_file(weights) if weights.exists() else None}
+
+
+# --- phase 2: metrics, comparison, plots --------------------------------------------------------
+
+def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
+    """Metrics with CIs for every model folder in output_dir, paired against base, then tables and plots."""
+    from training import plots
+    from training.provenance import write_json_atomic
+
+    output_dir = Path(output_dir)
+    names = sorted((p.parent.name for p in output_dir.glob("*/predictions.jsonl")), key=lambda n: (n != BASE, n))
+    statistics = {name: model_statistics(output_dir / name) for name in names}
+    comparison: dict[str, Any] = {"models": {}, "paired_vs_base": {}, "n": {}, "confidence": config.confidence,
+                                  "bootstrap_resamples": config.bootstrap_resamples, "seed": config.seed}
+    for name in names:
+        ids, stats = statistics[name]
+        metrics = intervals(stats, config)
+        paired = paired_against(statistics.get(BASE), (ids, stats), config) if name != BASE else None
+        path = output_dir / name / "metrics.json"
+        info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"model": name}
+        write_json_atomic(path, {**{k: v for k, v in info.items() if k not in METRICS}, **metrics, "paired_vs_base": paired})
+        comparison["models"][name] = metrics
+        comparison["paired_vs_base"][name] = paired
+        comparison["n"][name] = {"test": len(ids["test"]), "medqa": len(ids["medqa"])}
+    write_json_atomic(output_dir / "comparison.json", comparison)
+    write_text_atomic(output_dir / "comparison.md", comparison_markdown(comparison))
+    if comparison["models"]:
+        plots.plot_metrics(comparison["models"], output_dir / "plots" / "metrics.png")
+    plots.plot_loss_curves(read_loss_curves(config.runs_dir), output_dir / "plots" / "loss_curves.png")
+    return comparison
+
+
+def model_statistics(folder: Path):
+    """(example ids, {metric: Statistic}) from a model's predictions.jsonl and medqa.jsonl."""
+    from training import metrics as M
+
+    records = read_jsonl(folder / "predictions.jsonl")
+    predictions = [r["prediction"] for r in records]
+    references = [r["reference"] for r in records]
+    rouge = {kind: [r["scores"][kind] for r in records] for kind in M.ROUGE_TYPES}
+    stats = {
+        "bleu": M.bleu(predictions, references),
+        "nltk_bleu": M.nltk_bleu(predictions, references),
+        **{kind: M.mean(values) for kind, values in rouge.items()},
+        "perplexity": M.perplexity([r["scores"]["nll"] for r in records], [r["scores"]["answer_tokens"] for r in records]),
+    }
+    medqa = read_jsonl(folder / "medqa.jsonl") if (folder / "medqa.jsonl").exists() else []
+    if medqa:
+        stats["medqa_accuracy"] = M.mean([float(q["correct"]) for q in medqa])
+    ids = {"test": [r["id"] for r in records], "medqa": [q["question"] for q in medqa]}
+    return ids, stats
+
+
+def _counts(n: int, config: EvalConfig):
+    from training.metrics import resample_counts
+
+    return resample_counts(n, config.bootstrap_resamples, config.seed)
+
+
+def _population(metric: str) -> str:
+    return "medqa" if metric == "medqa_accuracy" else "test"
+
+
+def intervals(stats: dict, config: EvalConfig) -> dict[str, dict[str, float]]:
+    from training.metrics import bootstrap_ci
+
+    counts = {}
+    result = {}
+    for metric, stat in stats.items():
+        population = _population(metric)
+        counts.setdefault(population, _counts(len(stat.per_example), config))
+        result[metric] = bootstrap_ci(stat, counts[population], config.confidence)
+    return result
+
+
+def paired_against(base, model, config: EvalConfig) -> dict[str, dict[str, float]] | None:
+    """model minus base on the same resamples; only over metrics both were scored on, on the same examples."""
+    from training.metrics import paired_bootstrap
+
+    if base is None:
+        return None
+    (base_ids, base_stats), (ids, stats) = base, model
+    result = {}
+    counts = {}
+    for metric, stat in stats.items():
+        population = _population(metric)
+        if metric not in base_stats or ids[population] != base_ids[population]:
+            continue
+        counts.setdefault(population, _counts(len(stat.per_example), config))
+        result[metric] = paired_bootstrap(stat, base_stats[metric], counts[population], config.confidence)
+    return result
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> str:
+    models = comparison["models"]
+    metrics = [m for m in METRICS if any(m in values for values in models.values())]
+    level = round(comparison["confidence"] * 100)
+    lines = [
+        "# Evaluation",
+        "",
+        f"Point estimates with {level}% bootstrap intervals ({comparison['bootstrap_resamples']} resamples, "
+        f"seed {comparison['seed']}). BLEU is sacrebleu corpus BLEU (0-100); nltk_bleu is nltk corpus BLEU "
+        "with SmoothingFunction().method1 on 13a tokens (0-1); ROUGE is F1 with stemming; perplexity is over "
+        "the reference answer tokens (lower is better); MedQA accuracy by length-normalised option log-likelihood.",
+        "",
+        "| model | n | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for name, values in models.items():
+        cells = [_cell(values.get(m), "value") for m in metrics]
+        lines.append(f"| {name} | {comparison['n'][name]['test']} | " + " | ".join(cells) + " |")
+    paired = {name: diffs for name, diffs in comparison["paired_vs_base"].items() if diffs}
+    if paired:
+        lines += ["", f"## Fine-tuned minus base (paired bootstrap, {level}% interval)", "",
+                  "| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, diffs in paired.items():
+            lines.append(f"| {name} | " + " | ".join(_cell(diffs.get(m), "diff") for m in metrics) + " |")
+        lines += ["", "An interval that excludes 0 marks a difference unlikely to be resampling noise "
+                  f"(for {', '.join(sorted(LOWER_IS_BETTER))}, lower is better, so negative is an improvement)."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict | None, key: str) -> str:
+    if entry is None:
+        return "–"
+    return f"{entry[key]:.4g} [{entry['ci_low']:.4g}, {entry['ci_high']:.4g}]"
+
+
+def read_loss_curves(runs_dir: Path) -> dict[str, dict]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return {}
+    return {p.parent.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(runs_dir.glob("*/metrics.json"))}
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def replace_dir(final: Path, write) -> Path:
+    """Fill a temporary folder, then swap it in, so a failure never leaves a half-written result."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        write(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

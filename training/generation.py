@@ -1,0 +1,128 @@
+"""Loading a model for evaluation, batched greedy generation and teacher-forced log-likelihoods.
+
+Both batch with LEFT padding and length-sorted batches: generation needs the prompt to end where
+the new tokens start, and teacher forcing then finds every completion at the end of its row,
+so only the last positions' logits are computed (`logits_to_keep`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from training.errors import ConfigError, EnvironmentProblem
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if precision != "fp32" and device.type != "cuda":
+        raise EnvironmentProblem(f"precision {precision} needs a CUDA GPU; use precision=fp32 or auto on CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def load_model(base: str, revision: str | None, adapter_dir: Path | None, precision: str = "auto"):
+    """The base model, with the adapter merged into its weights when given (faster than unmerged LoRA)."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from training.chat import load_tokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = pick_dtype(precision, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)
+    except OSError as exc:
+        raise ConfigError(f"cannot load base model {base!r} (revision {revision}): {exc}".splitlines()[0]) from None
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    # The adapter folder carries the tokenizer (and chat template) it was trained with.
+    has_tokenizer = adapter_dir is not None and (Path(adapter_dir) / "tokenizer_config.json").exists()
+    tokenizer = load_tokenizer(adapter_dir) if has_tokenizer else load_tokenizer(base, revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Decode only with the settings `generate` passes: the checkpoint's defaults (sampling,
+    # max_length) must not leak into evaluation.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    return model.to(device).eval(), tokenizer
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so little compute goes to padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    # Same call trl's SFTTrainer makes on the `prompt` column, so eval sees the training context.
+    return tokenizer(prompt)["input_ids"]
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int) -> list[str]:
+    """Greedy answers, stopping at eos; special tokens stripped."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    answers: list[str] = [""] * len(prompts)
+    for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
+        ids, mask = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id, model.device)
+        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        for row, i in enumerate(batch):
+            answers[i] = tokenizer.decode(output[row, ids.shape[1]:], skip_special_tokens=True).strip()
+    return answers
+
+
+def prompt_completion_ids(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Token ids of prompt+completion and where the completion starts, as trl's SFTTrainer splits them."""
+    from trl.data_utils import common_prefix_length
+
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    full_ids = tokenizer(prompt + completion)["input_ids"]
+    return full_ids, common_prefix_length(prompt_ids, full_ids)
+
+
+@torch.inference_mode()
+def completion_log_likelihoods(
+    model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int
+) -> list[tuple[float, int]]:
+    """Per example: (sum of -log p over the completion tokens under teacher forcing, completion tokens)."""
+    encoded = [prompt_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    for batch in length_sorted_batches([len(ids) for ids, _ in encoded], batch_size):
+        rows = [encoded[i][0] for i in batch]
+        n_completion = [len(encoded[i][0]) - encoded[i][1] for i in batch]
+        ids, mask = left_pad(rows, tokenizer.pad_token_id, model.device)
+        # Left padding shifts positions; give each row positions counted from its first real token.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(n_completion) + 1
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        # logits[:, j] predicts token ids[:, width - keep + j + 1]
+        log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        targets = ids[:, ids.shape[1] - keep + 1:]
+        token_log_probs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        for row, i in enumerate(batch):
+            n = n_completion[row]
+            nll = -token_log_probs[row, keep - 1 - n:].sum().item() if n else 0.0
+            results[i] = (nll, n)
+    return results

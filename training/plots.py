@@ -1,0 +1,106 @@
+"""PNG plots from plain dicts (so evaluation, model cards and tests can all render them).
+
+`plot_metrics({model: {metric: {value, ci_low, ci_high}}}, path)`: one panel per metric, a bar per
+model, whiskers for the confidence interval. `plot_loss_curves({experiment: runs/<exp>/metrics.json
+dict}, path)`: train and validation loss against the optimizer step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+FIGURE_DPI = 100
+PANEL_SIZE = (3.2, 3.2)  # inches per metric panel
+MAX_COLUMNS = 4
+LOSS_SIZE = (8.0, 4.5)
+
+METRIC_LABELS = {
+    "bleu": "BLEU (sacrebleu, 0-100)",
+    "nltk_bleu": "BLEU (nltk, method1)",
+    "rouge1": "ROUGE-1 F1",
+    "rouge2": "ROUGE-2 F1",
+    "rougeL": "ROUGE-L F1",
+    "perplexity": "Perplexity (lower is better)",
+    "medqa_accuracy": "MedQA accuracy",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path) -> Path:
+    """Bar chart per metric across models with CI whiskers; metrics absent everywhere are left out."""
+    plt = _pyplot()
+    models = list(results)
+    metrics = [m for m in METRIC_LABELS if any(m in results[model] for model in models)]
+    if not metrics:
+        raise ValueError("no metrics to plot")
+    rows, columns = grid_shape(len(metrics))
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows),
+                             dpi=FIGURE_DPI, squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
+        shown = [m for m in models if metric in results[m]]
+        values = [results[m][metric]["value"] for m in shown]
+        errors = [[v - results[m][metric]["ci_low"] for m, v in zip(shown, values)],
+                  [results[m][metric]["ci_high"] - v for m, v in zip(shown, values)]]
+        bars = ax.bar(range(len(shown)), values, yerr=errors, capsize=4,
+                      color=[colors[models.index(m) % len(colors)] for m in shown])
+        ax.bar_label(bars, fmt="%.4g", fontsize=8, label_type="center")
+        ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
+        ax.set_title(METRIC_LABELS[metric], fontsize=10)
+        ax.set_ylim(bottom=min(0.0, *values))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Evaluation on the test split (95% bootstrap CI)")
+    return _save(fig, path)
+
+
+def grid_shape(panels: int) -> tuple[int, int]:
+    """(rows, columns) of the metric panels: at most MAX_COLUMNS per row."""
+    columns = min(panels, MAX_COLUMNS)
+    return -(-panels // columns), columns
+
+
+def plot_loss_curves(runs: Mapping[str, Mapping], path: str | Path) -> Path:
+    """Train (solid) and validation (dashed, dots) loss per experiment, one colour per experiment."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=LOSS_SIZE, dpi=FIGURE_DPI)
+    colors = plt.get_cmap("tab10").colors
+    for i, (name, metrics) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
+        for key, style, label in (("train_loss", "-", "train"), ("eval_loss", "--o", "validation")):
+            points = metrics.get(key) or []
+            if points:
+                ax.plot([p["step"] for p in points], [p["loss"] for p in points], style, color=color,
+                        markersize=3, label=f"{name} {label}")
+    if not runs:
+        ax.text(0.5, 0.5, "no training runs", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean token cross-entropy)")
+    ax.set_title("Training and validation loss")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Fixed figure size and no bbox_inches="tight", so the pixel size is predictable.
+    fig.tight_layout()
+    partial = path.with_name(f".{path.stem}.partial.png")
+    fig.savefig(partial, dpi=FIGURE_DPI)
+    plt.close(fig)
+    partial.replace(path)  # never a half-written PNG under the real name
+    return path

@@ -1,0 +1,228 @@
+"""`python -m training prepare`: read, clean, subsample, split and chat-format the flashcards.
+
+Output (ARCHITECTURE.md, "data/processed/"): a DatasetDict with train/validation/test and
+`data_report.json`. Rows sharing a normalised question form one group that lands in exactly
+one split, so no test question is ever seen in training. The same input, config and seed give
+byte-identical split files; the output folder is replaced in one rename, never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from training.clean import Row, clean_rows
+from training.config import CONFIG_DIR, DataConfig, dump, load_config
+from training.errors import DataError
+from training.provenance import stamp, write_json_atomic
+
+SPLITS = ("train", "validation", "test")
+REPORT_FILE = "data_report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "data.yaml", help="DataConfig YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    parser.add_argument("--max-examples", help="subsample size, or 'all' (overrides the config)")
+    parser.add_argument("--output", type=Path, help="output folder (overrides output_dir)")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.max_examples is not None:
+        overrides.append(f"max_examples={args.max_examples}")
+    if args.output is not None:
+        overrides.append(f"output_dir={args.output}")
+    config = load_config(DataConfig, args.config, overrides)
+    import datasets
+
+    datasets.disable_progress_bars()  # the summary table below says what happened
+    report = prepare(config)
+    print_summary(report, config.output_dir)
+    return 0
+
+
+def prepare(config: DataConfig) -> dict[str, Any]:
+    """Run the whole pipeline and write `config.output_dir`; returns the data report."""
+    from training.chat import load_tokenizer
+    from training.sources import read_source
+
+    sources = [read_source(config.source, config.revision, config.columns)]
+    sources += [read_source(spec, None, config.columns) for spec in config.extra_sources]
+    questions = [q for source in sources for q in source.questions]
+    answers = [a for source in sources for a in source.answers]
+
+    rows, dropped = clean_rows(questions, answers, config.min_chars, config.max_chars)
+    rows, over_limit = subsample(rows, config.max_examples, config.seed)
+    dropped["over_max_examples"] = over_limit
+    if not rows:
+        raise DataError(f"no rows left after cleaning {len(questions)} input rows (dropped: {_nonzero(dropped)})")
+    splits = split_by_question(rows, config.split, config.seed)
+
+    tokenizer = load_tokenizer(config.tokenizer, None if Path(config.tokenizer).is_dir() else config.tokenizer_revision)
+    records = {name: format_rows(tokenizer, config.system_prompt, split_rows) for name, split_rows in splits.items()}
+    report = {
+        "rows_in": len(questions),
+        "rows_out": len(rows),
+        "dropped": dict(dropped),
+        "splits": {name: len(split_rows) for name, split_rows in splits.items()},
+        "lengths": length_stats(tokenizer, rows, records),
+        "sources": [source.info for source in sources],
+        "seed": config.seed,
+        "config": dump(config),
+        "tokenizer": {"name": str(config.tokenizer), "revision": config.tokenizer_revision},
+        "system_prompt": config.system_prompt,
+        "fingerprint": fingerprint(records),
+        "provenance": stamp(),
+    }
+    write_output(config.output_dir, records, report)
+    return report
+
+
+def subsample(rows: list[Row], max_examples: int | str, seed: int) -> tuple[list[Row], int]:
+    """A seeded sample of question groups (independent of input order); returns (kept, dropped count)."""
+    groups = shuffled_groups(rows, seed)
+    flat = [row for group in groups for row in group]
+    if max_examples == "all" or len(flat) <= max_examples:
+        return flat, 0
+    return flat[:max_examples], len(flat) - max_examples
+
+
+def shuffled_groups(rows: list[Row], seed: int) -> list[list[Row]]:
+    by_id: dict[str, list[Row]] = {}
+    for row in rows:
+        by_id.setdefault(row.id, []).append(row)
+    groups = [sorted(by_id[key], key=lambda r: (r.answer, r.question)) for key in sorted(by_id)]
+    random.Random(seed).shuffle(groups)
+    return groups
+
+
+def split_by_question(rows: list[Row], fractions: tuple[float, float, float], seed: int) -> dict[str, list[Row]]:
+    """Whole question groups go to test, then validation, until each reaches its share; the rest train."""
+    groups = shuffled_groups(rows, seed + 1)
+    if len(groups) < len(SPLITS):
+        raise DataError(f"only {len(groups)} distinct question(s) left after cleaning; need at least 3 to split")
+    targets = {name: max(1, round(fraction * len(rows))) for name, fraction in zip(SPLITS, fractions)}
+    splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
+    pending = iter(groups)
+    for name in ("test", "validation"):
+        while len(splits[name]) < targets[name]:
+            splits[name] += next(pending)
+    splits["train"] = [row for group in pending for row in group]
+    if not splits["train"]:
+        raise DataError(f"{len(rows)} rows are too few to split {list(fractions)}: the train split would be empty")
+    return splits
+
+
+def format_rows(tokenizer, system_prompt: str, rows: list[Row]) -> list[dict[str, Any]]:
+    from training.chat import format_example
+
+    return [
+        {"id": row.id, "question": row.question, "answer": row.answer,
+         **format_example(tokenizer, system_prompt, row.question, row.answer)}
+        for row in rows
+    ]
+
+
+def length_stats(tokenizer, rows: list[Row], records: dict[str, list[dict]]) -> dict[str, Any]:
+    """Characters and tokens of questions, answers and whole training texts (prompt + completion)."""
+    texts = {
+        "question": [row.question for row in rows],
+        "answer": [row.answer for row in rows],
+        "text": [r["prompt"] + r["completion"] for split in records.values() for r in split],
+    }
+    stats: dict[str, Any] = {}
+    for name, values in texts.items():
+        tokens = tokenizer(values, add_special_tokens=name == "text")["input_ids"]
+        stats[name] = {"chars": summarise([len(v) for v in values]), "tokens": summarise([len(t) for t in tokens])}
+    return stats
+
+
+def summarise(values: list[int]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "min": ordered[0],
+        "mean": round(statistics.fmean(ordered), 2),
+        "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+    }
+
+
+def fingerprint(records: dict[str, list[dict]]) -> str:
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(name.encode())
+        for record in records[name]:
+            digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def write_output(output_dir: Path, records: dict[str, list[dict]], report: dict[str, Any]) -> None:
+    """Write into a temp folder beside `output_dir`, then swap it in with renames."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    old = output_dir.parent / f".{output_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+    try:
+        to_dataset_dict(records, report["fingerprint"]).save_to_disk(str(tmp))
+        write_json_atomic(tmp / REPORT_FILE, report)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if output_dir.exists():
+            output_dir.rename(old)
+        tmp.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not output_dir.exists():
+            old.rename(output_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def to_dataset_dict(records: dict[str, list[dict]], data_fingerprint: str):
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, NamedSplit, Value
+    from datasets.table import InMemoryTable
+
+    features = Features({
+        "id": Value("string"),
+        "question": Value("string"),
+        "answer": Value("string"),
+        "messages": List({"role": Value("string"), "content": Value("string")}),
+        "prompt": Value("string"),
+        "completion": Value("string"),
+    })
+    splits = {}
+    for name in SPLITS:
+        table = pa.Table.from_pylist(records[name], schema=features.arrow_schema)
+        # A fingerprint derived from the content (not a random one) keeps state.json byte-identical.
+        split_fingerprint = hashlib.sha256(f"{data_fingerprint}:{name}".encode()).hexdigest()[:16]
+        splits[name] = Dataset(InMemoryTable(table), info=DatasetInfo(features=features), split=NamedSplit(name),
+                               fingerprint=split_fingerprint)
+    return DatasetDict(splits)
+
+
+def print_summary(report: dict[str, Any], output_dir: Path) -> None:
+    tokens = report["lengths"]["text"]["tokens"]
+    lines = [
+        f"rows in        {report['rows_in']:>8}",
+        *(f"  dropped {reason:<17}{count:>6}" for reason, count in report["dropped"].items() if count),
+        f"rows out       {report['rows_out']:>8}",
+        *(f"  {name:<12}{count:>10}" for name, count in report["splits"].items()),
+        f"tokens/example  median {tokens['median']}, p95 {tokens['p95']}, max {tokens['max']}",
+        f"fingerprint    {report['fingerprint'][:16]}",
+        f"written to     {output_dir}",
+    ]
+    print("\n".join(lines))
+
+
+def _nonzero(counts) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in counts.items() if count) or "nothing"

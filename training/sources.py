@@ -1,0 +1,197 @@
+"""Reading question/answer rows from a Hub dataset (at a revision) or a local file.
+
+Local files: a JSON list of objects, JSON Lines, CSV (with a header) or Parquet. Columns are
+`question`/`answer`, or medalpaca's `instruction`/`input`/`output` (question = input, answer =
+output), or any names mapped with `columns`. Bad input raises DataError naming the file, the
+line or row, and the problem.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from training.errors import DataError, HubError
+from training.provenance import sha256_file
+
+FILE_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
+# Column pairs recognised without a `columns` mapping, in order of preference.
+KNOWN_COLUMNS = ({"question": "question", "answer": "answer"}, {"input": "question", "output": "answer"})
+
+
+@dataclass
+class SourceRows:
+    """Rows read from one source, plus what the data report records about where they came from."""
+
+    info: dict[str, Any]
+    questions: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+
+
+def read_source(spec: str, revision: str | None = None, columns: dict[str, str] | None = None) -> SourceRows:
+    """A local file when `spec` is an existing path or has a file suffix, else a Hub dataset id."""
+    path = Path(spec)
+    if path.exists() or path.suffix:
+        return read_file(path, columns)
+    return read_hub(spec, revision, columns)
+
+
+# ---- local files -------------------------------------------------------------------------
+def read_file(path: Path, columns: dict[str, str] | None = None) -> SourceRows:
+    if path.is_dir() or path.suffix.lower() not in FILE_FORMATS:
+        raise DataError(f"{path}: unknown format '{path.suffix or path.name}' (expected {', '.join(FILE_FORMATS)})")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    records = _parquet_records(path) if suffix == ".parquet" else _text_records(path, suffix)
+    rows = SourceRows({"type": "file", "path": str(path), "sha256": sha256_file(path)})
+    mapping = None
+    for where, record in records:
+        if mapping is None:
+            mapping = resolve_columns(list(record), columns, str(path))
+        question, answer = _pick(record, mapping, f"{path}: {where}")
+        rows.questions.append(question)
+        rows.answers.append(answer)
+    if mapping is None:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _text_records(path: Path, suffix: str) -> Iterator[tuple[str, dict]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: undecodable bytes, not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    if suffix == ".json":
+        return _json_records(path, text)
+    if suffix == ".jsonl":
+        return _jsonl_records(path, text)
+    return _csv_records(path, text)
+
+
+def _json_records(path: Path, text: str) -> Iterator[tuple[str, dict]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__} (JSON Lines files end in .jsonl)")
+    for number, record in enumerate(data, 1):
+        yield f"row {number}", _as_object(record, path, f"row {number}")
+
+
+def _jsonl_records(path: Path, text: str) -> Iterator[tuple[str, dict]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        yield f"line {number}", _as_object(record, path, f"line {number}")
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[str, dict]]:
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    try:
+        for record in reader:
+            if None in record:  # more cells than header names
+                raise DataError(f"{path}: line {reader.line_num}: more values than the header has columns")
+            yield f"line {reader.line_num}", record
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    for number, record in enumerate(table.to_pylist(), 1):
+        yield f"row {number}", record
+
+
+def _as_object(record: Any, path: Path, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: {where}: expected an object with question/answer fields, got {type(record).__name__}")
+    return record
+
+
+# ---- columns -----------------------------------------------------------------------------
+def resolve_columns(found: list[str], columns: dict[str, str] | None, where: str) -> dict[str, str]:
+    """Map source column -> question/answer: the user's mapping, else a known pair."""
+    if columns:
+        if sorted(columns.values()) != ["answer", "question"]:
+            raise DataError(f"{where}: `columns` must map one source column to question and one to answer, got {columns}")
+        missing = [name for name in columns if name not in found]
+        if missing:
+            raise DataError(f"{where}: missing columns {', '.join(missing)} (found: {', '.join(found) or 'none'})")
+        return dict(columns)
+    for known in KNOWN_COLUMNS:
+        if all(name in found for name in known):
+            return dict(known)
+    raise DataError(
+        f"{where}: missing columns: need question/answer or input/output, or set `columns` "
+        f"(found: {', '.join(found) or 'none'})"
+    )
+
+
+def _pick(record: dict, mapping: dict[str, str], where: str) -> tuple[str, str]:
+    values = {}
+    for source_name, target in mapping.items():
+        if source_name not in record:
+            raise DataError(f"{where}: missing column '{source_name}' (found: {', '.join(record) or 'none'})")
+        values[target] = _as_text(record[source_name], where, source_name)
+    return values["question"], values["answer"]
+
+
+def _as_text(value: Any, where: str, name: str) -> str:
+    if value is None:
+        return ""  # empty cells are dropped by cleaning, and counted there
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{where}: column '{name}' holds {type(value).__name__}, expected text")
+
+
+# ---- Hub ---------------------------------------------------------------------------------
+def read_hub(repo_id: str, revision: str | None, columns: dict[str, str] | None = None) -> SourceRows:
+    """Every split of a Hub dataset at `revision`, recorded with the commit it resolved to."""
+    import datasets
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        commit = HfApi().dataset_info(repo_id, revision=revision).sha
+        loaded = datasets.load_dataset(repo_id, revision=commit or revision)
+    except RevisionNotFoundError:
+        raise HubError(f"dataset {repo_id}: revision '{revision}' not found") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"dataset {repo_id}: not found on the Hub (or no read access)") from None
+    except (HfHubHTTPError, ConnectionError, OSError) as exc:
+        raise HubError(f"dataset {repo_id}@{revision}: cannot download ({str(exc).splitlines()[0]})") from None
+    rows = SourceRows({"type": "hub", "id": repo_id, "revision": commit, "requested_revision": revision})
+    where = f"dataset {repo_id}@{revision}"
+    for split, dataset in loaded.items():
+        mapping = resolve_columns(dataset.column_names, columns, f"{where} split {split}")
+        by_target = {target: name for name, target in mapping.items()}
+        for number, (question, answer) in enumerate(
+            zip(dataset[by_target["question"]], dataset[by_target["answer"]]), 1
+        ):
+            rows.questions.append(_as_text(question, f"{where} split {split} row {number}", by_target["question"]))
+            rows.answers.append(_as_text(answer, f"{where} split {split} row {number}", by_target["answer"]))
+    if not rows.questions:
+        raise DataError(f"{where}: no rows")
+    return rows

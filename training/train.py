@@ -1,0 +1,493 @@
+"""`python -m training train`: LoRA / QLoRA fine-tuning of the base model with trl's SFTTrainer.
+
+One experiment (`--experiment exp1`, or a path to a YAML file) or all of them (`--all`). Every run
+writes runs/<experiment>/ as ARCHITECTURE.md describes, and runs/best.json names the run with the
+lowest validation loss.
+
+Several GPUs on one machine (DDP; effective_batch_size is then spread over the processes):
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m training train --experiment exp1
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.config import (
+    CONFIG_DIR,
+    ExperimentConfig,
+    all_experiments,
+    dump,
+    experiment_path,
+    load_config,
+)
+from training.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
+
+SPLITS = ("train", "validation", "test")
+TRAINING_COLUMNS = ("prompt", "completion")  # prompt + completion is the training text exactly
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="experiment name (configs/experiments/NAME.yaml) or a YAML path")
+    which.add_argument("--all", action="store_true", help="every experiment in CONFIG_DIR/experiments")
+    parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="folder holding experiments/ (default: configs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set learning_rate=1e-4 --set lora.r=8 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from its last checkpoint in runs/<experiment>/checkpoints")
+
+
+def run(args: argparse.Namespace) -> int:
+    configs = select_experiments(args)
+    check_all(configs)
+    results = [train_experiment(config, resume=args.resume) for config in configs]
+    if is_main_process():
+        for runs_dir in dict.fromkeys(config.runs_dir for config in configs):
+            update_best(runs_dir)
+        print(summary_table(results))
+    return 0
+
+
+# ---------------------------------------------------------------- configuration and checks
+
+
+def select_experiments(args: argparse.Namespace) -> list[ExperimentConfig]:
+    paths = all_experiments(args.config_dir) if args.all else [experiment_path(args.experiment, args.config_dir)]
+    if not paths:
+        raise ConfigError(f"no experiments in {args.config_dir / 'experiments'} (expected *.yaml files)")
+    return [load_config(ExperimentConfig, path, args.overrides, name=path.stem) for path in paths]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this machine runs a config with."""
+
+    device: str  # "cuda" or "cpu"
+    quantize: bool  # 4-bit NF4 base weights (QLoRA)
+    precision: str  # "bf16", "fp16" or "fp32"
+    world_size: int  # processes under DDP
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+
+def plan_hardware(config: ExperimentConfig) -> Hardware:
+    """Pick quantisation and precision for this machine; refuse what it cannot do."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    has_bnb = cuda and importlib.util.find_spec("bitsandbytes") is not None  # never imported on CPU
+    if config.quantization == "nf4" and not has_bnb:
+        missing = "a CUDA GPU" if not cuda else "the bitsandbytes package (pip install bitsandbytes)"
+        raise EnvironmentProblem(f"experiment '{config.name}': quantization nf4 needs {missing}; "
+                                 "use --set quantization=auto to fall back to full-precision LoRA")
+    quantize = config.quantization == "nf4" or (config.quantization == "auto" and has_bnb)
+
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    elif precision == "fp16" and not cuda:
+        raise EnvironmentProblem(f"experiment '{config.name}': precision fp16 needs a CUDA GPU; use fp32 or auto")
+    elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise EnvironmentProblem(f"experiment '{config.name}': this GPU has no bf16; use fp16 or auto")
+    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size())
+
+
+def accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
+    per_step = config.per_device_batch_size * world_size
+    if config.effective_batch_size % per_step:
+        raise ConfigError(
+            f"experiment '{config.name}': effective_batch_size {config.effective_batch_size} is not a multiple of "
+            f"per_device_batch_size {config.per_device_batch_size} x {world_size} processes"
+        )
+    return config.effective_batch_size // per_step
+
+
+def check_all(configs: list[ExperimentConfig]) -> None:
+    """Everything that can be checked before loading weights, for every experiment; all problems at once."""
+    problems: list[UserError] = []
+    for config in configs:
+        problems += check_experiment(config)
+    if problems:
+        worst = problems[0]
+        message = problems[0].args[0] if len(problems) == 1 else (
+            f"{len(problems)} problems: " + "; ".join(str(p) for p in problems))
+        raise type(worst)(message, worst.exit_code)
+
+
+def check_experiment(config: ExperimentConfig) -> list[UserError]:
+    problems: list[UserError] = []
+    for check in (plan_hardware, check_batch, check_data, check_base_model, check_runs_dir):
+        try:
+            check(config)
+        except UserError as exc:
+            problems.append(exc)
+    return problems
+
+
+def check_batch(config: ExperimentConfig) -> None:
+    accumulation_steps(config, world_size())
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_data(config: ExperimentConfig) -> None:
+    data_dir = config.data_dir
+    where = f"experiment '{config.name}': data_dir {data_dir}"
+    if not (data_dir / "dataset_dict.json").is_file():
+        raise DataError(f"{where} is not a prepared dataset (run `python -m training prepare` first)")
+    splits = json.loads((data_dir / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise DataError(f"{where} lacks split(s) {', '.join(missing)} (has: {', '.join(splits) or 'none'})")
+    if not (data_dir / "data_report.json").is_file():
+        raise DataError(f"{where} has no data_report.json (run `python -m training prepare` again)")
+    for split in ("train", "validation"):
+        info = data_dir / split / "dataset_info.json"
+        columns = json.loads(info.read_text(encoding="utf-8")).get("features", {}) if info.is_file() else {}
+        absent = [c for c in TRAINING_COLUMNS if c not in columns]
+        if absent:
+            raise DataError(f"{where}: split '{split}' has no column(s) {', '.join(absent)}")
+
+
+def is_local_path(name: str) -> bool:
+    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def check_base_model(config: ExperimentConfig) -> None:
+    name = config.base_model
+    if is_local_path(name):
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise ConfigError(f"experiment '{config.name}': base_model {name} is not a model folder (no config.json)")
+        return
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        hf_hub_download(name, "config.json", revision=config.base_revision)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise HubError(f"experiment '{config.name}': base_model {name}@{config.base_revision} is not reachable "
+                       f"({reason})") from None
+
+
+def check_runs_dir(config: ExperimentConfig) -> None:
+    try:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(f"experiment '{config.name}': cannot create {config.run_dir} ({exc.strerror})") from None
+    if not os.access(config.run_dir, os.W_OK):
+        raise EnvironmentProblem(f"experiment '{config.name}': {config.run_dir} is not writable")
+
+
+# ---------------------------------------------------------------- model, data, trainer
+
+
+def load_tokenizer(config: ExperimentConfig):
+    from training.chat import load_tokenizer as load
+
+    return load(config.base_model, revision_of(config))
+
+
+def revision_of(config: ExperimentConfig) -> str | None:
+    return None if is_local_path(config.base_model) else config.base_revision
+
+
+def load_splits(config: ExperimentConfig, tokenizer):
+    """The train and validation splits, reduced to the prompt/completion columns trl trains on."""
+    from datasets import load_from_disk
+
+    splits = load_from_disk(str(config.data_dir))
+    first = splits["train"][0]["completion"] if len(splits["train"]) else ""
+    if not first.endswith(tokenizer.eos_token):
+        raise DataError(
+            f"experiment '{config.name}': completions in {config.data_dir} do not end with the base tokenizer's "
+            f"eos token {tokenizer.eos_token!r}; the data was prepared with another tokenizer"
+        )
+    return {name: splits[name].select_columns(list(TRAINING_COLUMNS)) for name in ("train", "validation")}
+
+
+def build_model(config: ExperimentConfig, hardware: Hardware):
+    """The base model (4-bit when quantising) with fresh LoRA adapters on the target modules."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(config.seed)  # LoRA init draws from the global RNG
+    kwargs: dict[str, Any] = {"dtype": hardware.dtype}
+    if hardware.quantize:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=hardware.dtype,
+        )
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each DDP process its own GPU
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, revision=revision_of(config), **kwargs)
+    if hardware.quantize:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)  # adapters stay fp32 under bf16/fp16 base weights
+
+
+def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_start: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(config.run_dir / "checkpoints"),
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps(config, hardware.world_size),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_fraction,  # transformers 5: a float below 1 is a share of the total steps
+        weight_decay=config.weight_decay,
+        optim="paged_adamw_8bit" if hardware.quantize else "adamw_torch",
+        bf16=hardware.precision == "bf16",
+        fp16=hardware.precision == "fp16",
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_length=config.max_seq_length,
+        completion_only_loss=True,  # loss on the answer (and its eos), never on the prompt
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        eval_on_start=eval_on_start,  # the untrained adapter's validation loss, once per run
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.keep_checkpoints,
+        seed=config.seed,
+        data_seed=config.seed,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # TensorBoard is added as a callback, to write into runs/<exp>/tensorboard
+        disable_tqdm=False,
+        ddp_find_unused_parameters=False if hardware.world_size > 1 else None,
+    )
+
+
+def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer, splits, *,
+                  eval_on_start: bool = True, callbacks=()):
+    from transformers.integrations import TensorBoardCallback
+    from trl import SFTTrainer
+
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = str(config.run_dir / "tensorboard")
+    return SFTTrainer(
+        model=model,
+        args=training_arguments(config, hardware, eval_on_start=eval_on_start),
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=tokenizer,
+        callbacks=[tensorboard, *callbacks],
+    )
+
+
+# ---------------------------------------------------------------- one run
+
+
+def last_checkpoint(config: ExperimentConfig) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = config.run_dir / "checkpoints"
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
+
+
+def train_experiment(config: ExperimentConfig, *, resume: bool = False, callbacks=()) -> dict[str, Any]:
+    """Train one experiment into runs/<name>/; returns its metrics."""
+    hardware = plan_hardware(config)
+    checkpoint = last_checkpoint(config) if resume else None
+    start_run_dir(config, checkpoint, resume)
+    tokenizer = load_tokenizer(config)
+    splits = load_splits(config, tokenizer)
+    model = build_model(config, hardware)
+    clock = session_clock()
+    trainer = build_trainer(config, hardware, model, tokenizer, splits,
+                            eval_on_start=checkpoint is None, callbacks=[clock, *callbacks])
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e for e in trainer.state.log_history):
+        trainer.evaluate()  # the final loss is measured on the final weights
+    metrics = collect_metrics(trainer.state, clock, hardware)
+    if trainer.is_world_process_zero():
+        write_outputs(config, trainer, tokenizer, metrics, hardware)
+    return {"name": config.name, "run_dir": str(config.run_dir), **metrics}
+
+
+def start_run_dir(config: ExperimentConfig, checkpoint: Path | None, resume: bool) -> None:
+    """A fresh run clears stale checkpoints (a later --resume must not pick them up); a resume keeps them."""
+    run_dir = config.run_dir
+    if checkpoint is not None:
+        saved = run_dir / "config.yaml"
+        if saved.is_file() and yaml.safe_load(saved.read_text(encoding="utf-8")) != dump(config):
+            raise ConfigError(f"--resume: {saved} differs from this configuration; resume with the same "
+                              "settings, or train afresh without --resume")
+        print(f"[{config.name}] resuming from {checkpoint}")
+    else:
+        if resume:
+            print(f"[{config.name}] no checkpoint in {run_dir / 'checkpoints'}; training from the start")
+        if is_main_process():
+            for stale in ("checkpoints", "tensorboard"):
+                shutil.rmtree(run_dir / stale, ignore_errors=True)
+    if is_main_process():
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(dump(config), sort_keys=False))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def session_clock():
+    """A callback timing this training session and counting its tokens (a resume counts only its own part)."""
+    from transformers import TrainerCallback
+
+    class SessionClock(TrainerCallback):
+        start = seconds = 0.0
+        tokens_at_start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+            self.tokens_at_start = state.num_input_tokens_seen
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.start
+
+    return SessionClock()
+
+
+def collect_metrics(state, clock, hardware: Hardware) -> dict[str, Any]:
+    history = state.log_history
+    train_loss = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in history if "loss" in e]
+    eval_loss = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["eval_loss"]}
+                 for e in history if "eval_loss" in e]
+    session_tokens = state.num_input_tokens_seen - clock.tokens_at_start
+    return {
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "initial_eval_loss": eval_loss[0]["loss"] if eval_loss and eval_loss[0]["step"] == 0 else None,
+        "best_eval_loss": min(e["loss"] for e in eval_loss),
+        "final_eval_loss": eval_loss[-1]["loss"],
+        "steps": state.global_step,
+        "wall_time_s": round(clock.seconds, 3),
+        "train_tokens": state.num_input_tokens_seen,
+        "tokens_per_s": round(session_tokens / clock.seconds, 1) if clock.seconds else None,
+        **peak_memory(hardware),
+        "hardware": {"device": hardware.device, "precision": hardware.precision,
+                     "quantization": "nf4" if hardware.quantize else "none", "processes": hardware.world_size},
+    }
+
+
+def peak_memory(hardware: Hardware) -> dict[str, Any]:
+    if hardware.device == "cuda":
+        import torch
+
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_memory_kind": "cuda_max_allocated"}
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_memory_kind": "process_max_rss"}
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any], hardware: Hardware) -> None:
+    from training.chat import write_contract
+    from training.provenance import stamp, write_json_atomic
+
+    report = json.loads((config.data_dir / "data_report.json").read_text(encoding="utf-8"))
+
+    def save(folder: Path) -> None:
+        trainer.model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))  # carries the chat template
+        write_contract(folder, report.get("system_prompt"), config.generation)
+
+    replace_dir_atomic(config.run_dir / "adapter", save)
+    write_json_atomic(config.run_dir / "metrics.json", metrics)
+    write_json_atomic(config.run_dir / "provenance.json", {
+        **stamp(),
+        "data": {"fingerprint": report.get("fingerprint"), "sources": report.get("sources"),
+                 "dir": str(config.data_dir)},
+        "base_model": {"id": config.base_model, "revision": revision_of(config)},
+        "hardware_plan": metrics["hardware"],
+        "config": dump(config),
+    })
+
+
+def replace_dir_atomic(dest: Path, fill) -> None:
+    """Build a folder beside `dest`, then swap it in: readers see the old folder or the new one, never half."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        fill(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def update_best(runs_dir: Path) -> dict[str, Any] | None:
+    """runs/best.json: the run with the lowest best validation loss among those present."""
+    from training.provenance import write_json_atomic
+
+    candidates = {}
+    for metrics_file in sorted(Path(runs_dir).glob("*/metrics.json")):
+        loss = json.loads(metrics_file.read_text(encoding="utf-8")).get("best_eval_loss")
+        if isinstance(loss, (int, float)):
+            candidates[metrics_file.parent.name] = loss
+    if not candidates:
+        return None
+    name = min(candidates, key=candidates.get)
+    best = {"experiment": name, "eval_loss": candidates[name], "candidates": candidates}
+    write_json_atomic(Path(runs_dir) / "best.json", best)
+    return best
+
+
+def summary_table(results: list[dict[str, Any]]) -> str:
+    def fmt(value, spec=".4f"):
+        return "-" if value is None else format(value, spec)
+
+    header = ("experiment", "steps", "initial", "best", "final", "time s", "tok/s", "adapter")
+    rows = [(r["name"], str(r["steps"]), fmt(r["initial_eval_loss"]), fmt(r["best_eval_loss"]),
+             fmt(r["final_eval_loss"]), fmt(r["wall_time_s"], ".1f"), fmt(r["tokens_per_s"], ".0f"),
+             str(Path(r["run_dir"]) / "adapter")) for r in results]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "validation loss\n" + "\n".join(lines)
