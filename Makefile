@@ -29,13 +29,14 @@ setup: $(VENV)/.installed ## create .venv and install everything (runs automatic
 data: setup ## clean, split and chat-format the flashcards (configs/data.yaml)
 	$(PY) -m training prepare --config $(CONFIG_DIR)/data.yaml
 
-train: setup ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
+train: data ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
+	$(if $(filter push,$(MAKECMDGOALS)),$(PY) -m hub push --check --config-dir $(CONFIG_DIR))
 	$(PY) -m training train --config-dir $(CONFIG_DIR) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),--all)
 
 eval: setup ## evaluate the base model and every trained adapter
 	$(PY) -m training evaluate --config-dir $(CONFIG_DIR)
 
-push: setup ## publish dataset, adapters (one branch each) and model cards to the Hub
+push: eval ## publish dataset, adapters (one branch each) and model cards to the Hub
 	$(PY) -m hub push --config-dir $(CONFIG_DIR)
 
 space: setup ## create or update the Gradio Space serving the best adapter

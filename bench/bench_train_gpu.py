@@ -41,14 +41,14 @@ SHARED = REPO_ROOT.parent / "shared" / "data"
 
 # name -> how the recipe trains. batching: ("padded", sequences, length_grouped) or ("tokens", budget).
 RECIPES = {
+    "bf16_padding_free_16k": dict(quantization="none", batching=("tokens", 16384)),
     "seed_qlora_b4x2_ckpt": dict(quantization="nf4", batching=("padded", 4, False), accumulation=2,
                                  gradient_checkpointing=True, attention="sdpa"),
-    "bf16_padded_b64_grouped": dict(quantization="none", batching=("padded", 64, True)),
-    "bf16_packed_sdpa_dense_16k": dict(quantization="none", batching=("tokens", 16384), attention="sdpa"),
-    "bf16_padding_free_16k": dict(quantization="none", batching=("tokens", 16384)),
-    "bf16_padding_free_32k": dict(quantization="none", batching=("tokens", 32768)),
-    "bf16_padding_free_16k_compile": dict(quantization="none", batching=("tokens", 16384), compile=True),
+    "bf16_padded_b64_grouped": dict(quantization="none", batching=("padded", 64, True), attention="sdpa"),
     "qlora_padding_free_16k": dict(quantization="nf4", batching=("tokens", 16384)),
+    "bf16_padding_free_32k": dict(quantization="none", batching=("tokens", 32768)),
+    "bf16_packed_sdpa_dense_16k": dict(quantization="none", batching=("tokens", 16384), attention="sdpa"),
+    "bf16_padding_free_16k_compile": dict(quantization="none", batching=("tokens", 16384), compile=True),
 }
 DEFAULTS = dict(accumulation=1, gradient_checkpointing=False, attention="padding_free", compile=False)
 
@@ -65,6 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench-train"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="shrink the architecture (CPU smoke test)")
+    parser.add_argument("--limit", type=int, help="use only the first N flashcards (smoke test)")
+    parser.add_argument("--token-budget", type=int, help="override every recipe's token budget (smoke test)")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
     from training.config import DEFAULT_SYSTEM_PROMPT
 
     tokenizer = load_tokenizer(args.tokenizer)
-    examples = tokenize_examples(tokenizer, load_flashcards(args.flashcards), DEFAULT_SYSTEM_PROMPT)
+    examples = tokenize_examples(tokenizer, load_flashcards(args.flashcards, args.limit),
+                                 DEFAULT_SYSTEM_PROMPT)
     base_dir = args.work_dir / ("tiny-base" if args.tiny else "tinyllama-random")
     if rank == 0 and not (base_dir / "config.json").exists():
         random_base_model(args.model_config, base_dir, tiny=args.tiny)
@@ -96,6 +99,8 @@ def main(argv=None) -> int:
                "data": data_summary(examples), "steps": args.steps, "warmup": args.warmup, "recipes": {}}
     for name in args.recipes:
         recipe = {**DEFAULTS, **RECIPES[name]}
+        if args.token_budget and recipe["batching"][0] == "tokens":
+            recipe["batching"] = ("tokens", args.token_budget)
         try:
             outcome = run_recipe(name, recipe, base_dir, examples, tokenizer.pad_token_id, device, args, rank, world)
         except Exception as exc:  # one recipe failing (a missing package, OOM) must not lose the others
@@ -262,7 +267,7 @@ def fixed_batch_check(model, rows, recipe, pad_id, device) -> dict:
     grads = [p.grad.float().norm() ** 2 for p in model.parameters() if p.grad is not None]
     norm = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
     model.zero_grad(set_to_none=True)
-    return {"loss": round(float(loss), 6), "grad_norm": round(norm, 6)}
+    return {"loss": round(loss.item(), 6), "grad_norm": round(norm, 6)}
 
 
 def reduce_over_ranks(tokens: int, seconds: float, device, world: int) -> tuple[int, float]:

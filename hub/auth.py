@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from training.errors import HubError
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 REDACTED = "hf_***"
 
@@ -44,8 +48,16 @@ def hub_errors(what: str, token: str | None = None) -> Iterator[None]:
     except RevisionNotFoundError:
         raise HubError(f"{what}: revision not found") from None
     except (HfHubHTTPError, LocalTokenNotFoundError, httpx2.HTTPError, ConnectionError) as exc:
-        detail = getattr(exc, "server_message", None) or str(exc).strip() or exc.__class__.__name__
-        raise HubError(f"{what}: {redact(detail.splitlines()[0], token)}") from None
+        raise HubError(f"{what}: {_detail(exc, token)}") from None
+    except RuntimeError as exc:  # huggingface_hub wraps a failed LFS upload: RuntimeError from the HTTP error
+        if not isinstance(exc.__cause__, (HfHubHTTPError, httpx2.HTTPError, ConnectionError)):
+            raise
+        raise HubError(f"{what}: {redact(str(exc), token)} ({_detail(exc.__cause__, token)})") from None
+
+
+def _detail(exc: BaseException, token: str | None) -> str:
+    detail = getattr(exc, "server_message", None) or str(exc).strip() or exc.__class__.__name__
+    return redact(detail.splitlines()[0], token)
 
 
 def whoami(token: str) -> dict:
@@ -80,10 +92,7 @@ def writable_namespaces(identity: dict) -> set[str] | None:
     return member_of
 
 
-def preflight(repo_ids: Iterable[str] = ()) -> str:
-    """Check the token can write every `namespace/name` in repo_ids; return the token's user name."""
-    token = current_token()
-    identity = whoami(token)
+def check_writable(identity: dict, repo_ids: Iterable[str]) -> None:
     user = identity.get("name") or "unknown"
     allowed = writable_namespaces(identity)
     for repo_id in repo_ids:
@@ -91,4 +100,21 @@ def preflight(repo_ids: Iterable[str] = ()) -> str:
         if allowed is not None and namespace not in allowed:
             kind = "read-only token" if not allowed else f"token cannot write to '{namespace}'"
             raise HubError(f"{kind} for user '{user}': {repo_id} needs a token with write access")
-    return user
+
+
+def preflight(repo_ids: Iterable[str] = ()) -> str:
+    """Check the token can write every `namespace/name` in repo_ids; return the token's user name."""
+    identity = whoami(current_token())
+    check_writable(identity, repo_ids)
+    return identity.get("name") or "unknown"
+
+
+def preflight_config(config: HubConfig, kinds: Iterable[str] = ("dataset", "adapter")) -> dict[str, str]:
+    """`preflight` for the repositories of a hub.yaml (namespace None: the token's user); returns their ids.
+
+    Training calls this before a run whose results will be pushed, so a bad token fails in seconds.
+    """
+    identity = whoami(current_token())
+    ids = config.repo_ids(config.namespace or identity.get("name") or "unknown")
+    check_writable(identity, [ids[kind] for kind in kinds])
+    return ids

@@ -42,6 +42,18 @@ class Where:
     dataset_revision: str | None  # commit of the dataset repo, when pushed
     branch_prefix: str
     license: str
+    base_model_repo: str | None = None  # names the base on the Hub when training used a local folder
+    base_model_revision: str | None = None
+
+    def base_model(self, exp: Experiment) -> tuple[str, str | None]:
+        return published_base(*exp.base_model, self.base_model_repo, self.base_model_revision)
+
+
+def published_base(base_id: str, revision: str | None, hub_repo: str | None, hub_revision: str | None):
+    """The base as users should load it: the run's own, unless that was a local folder."""
+    if hub_repo and not is_hub_id(base_id):
+        return hub_repo, hub_revision
+    return base_id, revision
 
 
 def hub_link(repo_id: str, repo_type: str = "model") -> str:
@@ -112,7 +124,7 @@ def training_summary(exp: Experiment) -> list[tuple[str, str]]:
 
 def provenance_rows(exp: Experiment, inputs: Inputs, where: Where) -> list[tuple[str, str]]:
     prov = exp.provenance
-    base_id, base_rev = exp.base_model
+    base_id, base_rev = where.base_model(exp)
     code = prov.get("code") or {}
     versions = prov.get("versions") or {}
     sources = (prov.get("data") or {}).get("sources") or inputs.report.get("sources") or []
@@ -125,7 +137,7 @@ def provenance_rows(exp: Experiment, inputs: Inputs, where: Where) -> list[tuple
         ("dataset", f"`{where.dataset_repo}` at commit `{where.dataset_revision or 'not pushed'}`"),
         ("data fingerprint", f"`{(prov.get('data') or {}).get('fingerprint') or inputs.report.get('fingerprint')}`"),
         ("data source", source_text or "–"),
-        ("base model", f"`{base_id}` at revision `{base_rev}`"),
+        ("base model", f"`{base_id}`" + (f" at revision `{base_rev}`" if base_rev else "")),
         ("code commit", f"`{code.get('commit')}`{dirty}"),
         ("trained", str(prov.get("created", "–"))),
         ("libraries", ", ".join(f"{k} {v}" for k, v in versions.items() if v and k in
@@ -143,7 +155,7 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
     """The card of one experiment's branch, or (is_main) of `main` comparing all experiments."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    base_id, base_rev = exp.base_model
+    base_id, base_rev = where.base_model(exp)
     sources = [s["id"] for s in inputs.report.get("sources", []) if s.get("type") == "hub"]
     card_data = ModelCardData(
         base_model=base_id if is_hub_id(base_id) else None,

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from training.config import StrictModel, load_config
+from training.errors import ConfigError
 
 REPO_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 
@@ -24,6 +25,10 @@ class HubConfig(StrictModel):
     )
     branch_prefix: str = Field("exp/", pattern=r"^[A-Za-z0-9_.-]+/$", description="adapter branch = prefix + experiment")
     license: str = Field("apache-2.0", description="license id for cards and repos")
+    base_model_repo: str | None = Field(
+        None, description="Hub id that cards and the Space name when the runs' base model was a local folder"
+    )
+    base_model_revision: str | None = Field(None, description="revision of base_model_repo (None: its main branch)")
     data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
     runs_dir: Path = Field(Path("runs"), description="output of `train`")
     eval_dir: Path = Field(Path("eval"), description="output of `evaluate`")
@@ -39,5 +44,8 @@ class HubConfig(StrictModel):
 
 
 def load_hub_config(config_dir: str | Path, overrides=()) -> HubConfig:
+    """CONFIG_DIR/hub.yaml (defaults when the folder has none) with `--set` overrides."""
+    if not Path(config_dir).is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: no such folder")
     path = Path(config_dir) / "hub.yaml"
     return load_config(HubConfig, path if path.exists() else None, overrides)

@@ -131,10 +131,21 @@ def publish(demo: Demo) -> dict[str, str]:
         [sys.executable, "-m", "hub", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
         env, REPO_ROOT, f"{demo.hub_url}/api/whoami-v2", timeout=30,
     )
-    demo.step("upload the tiny base model", "-m", "hub.demo_base", str(TINY_BASE), BASE_REPO, env=env)
+    upload_base(env)
     demo.step("push dataset, adapters and cards", "-m", "hub", "push", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
     demo.step("deploy the Space", "-m", "hub", "deploy-space", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
     return env
+
+
+def upload_base(env: dict[str, str]) -> None:
+    """The runs trained on a local folder; the Space and the cards name it by its Hub id."""
+    print("\n==> upload the tiny base model", flush=True)
+    os.environ.update(env)  # before huggingface_hub is first imported: it reads HF_ENDPOINT once
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(BASE_REPO, exist_ok=True)
+    api.upload_folder(repo_id=BASE_REPO, folder_path=TINY_BASE, commit_message="Tiny offline base model")
 
 
 def launch_space(demo: Demo, env: dict[str, str]) -> None:
@@ -164,10 +175,20 @@ def run(args) -> int:
         print_summary(demo)
         if not args.no_wait:
             print("Press Ctrl-C to stop the Space and the local Hub server.", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            wait_for_interrupt(demo)
     finally:
         demo.stop()
     return 0
+
+
+def wait_for_interrupt(demo: Demo) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while all(proc.poll() is None for proc in demo.processes):
+            time.sleep(1)
+        raise EnvironmentProblem("the Space or the local Hub server stopped unexpectedly")
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
 
 
 def print_summary(demo: Demo) -> None:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.artifacts import Experiment, Inputs, load_inputs
-from hub.auth import current_token, hub_errors, preflight
+from hub.auth import current_token, hub_errors, preflight_config
 from hub.cards import Where, adapter_card, dataset_card
 from hub.config import HubConfig, load_hub_config
 from hub.verify import verify_revision
-from training.errors import ConfigError, VerificationError
+from training.errors import ConfigError, HubError
 from training.provenance import write_json_atomic
 
 TAG_PATTERN = re.compile(r"^best-(\d+)$")
@@ -32,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hub.yaml setting")
     parser.add_argument("--dry-run", type=Path, metavar="DIR", help="write each repo/branch's exact contents to DIR instead")
     parser.add_argument("--experiments", help="comma-separated experiments to publish (default: every trained one)")
+    parser.add_argument(
+        "--check", action="store_true", help="only check the token and write access (run before training that ends in a push)"
+    )
 
 
 @dataclass
@@ -46,6 +49,10 @@ class Pushed:
 
 def run(args) -> int:
     config = load_hub_config(args.config_dir, args.set)
+    if args.check:
+        repos = preflight_config(config)
+        print("Hub access checked: can write to " + ", ".join(repos.values()))
+        return 0
     names = [n.strip() for n in args.experiments.split(",") if n.strip()] if args.experiments else None
     if args.experiments is not None and not names:
         raise ConfigError("--experiments: give at least one experiment name, e.g. --experiments lora-r8,lora-r16")
@@ -69,7 +76,8 @@ def branch_name(config: HubConfig, experiment: str) -> str:
 
 def where_for(config: HubConfig, namespace: str, dataset_revision: str | None) -> Where:
     ids = config.repo_ids(namespace)
-    return Where(ids["adapter"], ids["dataset"], dataset_revision, config.branch_prefix, config.license)
+    return Where(ids["adapter"], ids["dataset"], dataset_revision, config.branch_prefix, config.license,
+                 config.base_model_repo, config.base_model_revision)
 
 
 def stage_experiment_files(exp: Experiment, dest: Path) -> None:
@@ -84,13 +92,17 @@ def stage_experiment_files(exp: Experiment, dest: Path) -> None:
         (dest / "predictions_sample.jsonl").write_text(sample, encoding="utf-8")
 
 
-def render_plots(experiments: list[Experiment], inputs: Inputs, dest: Path) -> list[str]:
-    """Loss curves and metric bars for these experiments (and the base), as repo-relative paths."""
+def render_plots(exp: Experiment, inputs: Inputs, dest: Path) -> list[str]:
+    """Loss curves and metric bars of one experiment (and the base), as repo-relative paths.
+
+    Drawn per branch rather than copied from eval/plots/, so a new experiment does not change
+    the other branches' files.
+    """
     from training.plots import plot_loss_curves, plot_metrics
 
     plots = dest / "plots"
-    paths = [plot_loss_curves({e.name: e.train_metrics for e in experiments}, plots / "loss_curves.png")]
-    results = {"base": inputs.base_eval} | {e.name: e.eval_metrics for e in experiments}
+    paths = [plot_loss_curves({exp.name: exp.train_metrics}, plots / "loss_curves.png")]
+    results = {"base": inputs.base_eval, exp.name: exp.eval_metrics}
     results = {name: m for name, m in results.items() if m}
     if results:
         paths.append(plot_metrics(results, plots / "metrics.png"))
@@ -99,7 +111,7 @@ def render_plots(experiments: list[Experiment], inputs: Inputs, dest: Path) -> l
 
 def stage_branch(exp: Experiment, inputs: Inputs, config: HubConfig, where: Where, dest: Path) -> None:
     stage_experiment_files(exp, dest)
-    plots = render_plots([exp], inputs, dest)
+    plots = render_plots(exp, inputs, dest)
     branch = branch_name(config, exp.name)
     card = adapter_card(exp, inputs, where, branch=branch, is_main=False, load_revision=branch, plots=plots)
     card.save(dest / "README.md")
@@ -107,7 +119,12 @@ def stage_branch(exp: Experiment, inputs: Inputs, config: HubConfig, where: Wher
 
 def stage_main(best: Experiment, inputs: Inputs, where: Where, verified_revision: str, dest: Path) -> None:
     stage_experiment_files(best, dest)
-    plots = render_plots(inputs.experiments, inputs, dest)
+    # The comparison plots `evaluate` drew for every model (eval/plots/) are main's plots.
+    plots = []
+    for plot in inputs.plots:
+        (dest / "plots").mkdir(exist_ok=True)
+        shutil.copy2(plot, dest / "plots" / plot.name)
+        plots.append(f"plots/{plot.name}")
     write_json_atomic(dest / "experiments.json", {
         "best": best.name,
         "verified_revision": verified_revision,
@@ -124,7 +141,8 @@ def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
     namespace = config.namespace or "your-namespace"
     where = where_for(config, namespace, None)
     out = out.resolve()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         dataset_dir = tmp / "dataset" / "main"
         for split, data in load_from_disk(str(inputs.data_dir)).items():
@@ -152,9 +170,7 @@ class Publisher:
         self.config = config
         self.inputs = inputs
         self.token = current_token()
-        namespace = config.namespace or preflight()
-        self.ids = config.repo_ids(namespace)
-        preflight([self.ids["dataset"], self.ids["adapter"]])
+        self.ids = preflight_config(config)
         self.api = HfApi(token=self.token)
         self.results: list[Pushed] = []
 
@@ -181,6 +197,8 @@ class Publisher:
                 bar.set_postfix_str("main")
                 self.promote(self.inputs.experiment(self.inputs.best), revisions, where)
                 bar.update()
+        if not self.inputs.best:
+            print("main not updated: runs/best.json names none of the experiments pushed", file=sys.stderr)
         return self.results
 
     def head(self, repo_id: str, revision: str, repo_type: str | None = None) -> str | None:
@@ -207,7 +225,7 @@ class Publisher:
             readme = hf_hub_download(repo, "README.md", repo_type="dataset", revision=pushed, token=self.token)
             metadata = DatasetCard.load(readme).data.to_dict()
             card = dataset_card(self.inputs, where_for(self.config, repo.split("/")[0], None), metadata)
-            card.validate()
+            self.validate(card, repo)
             info = self.api.create_commit(
                 repo, [CommitOperationAdd("README.md", str(card).encode())], repo_type="dataset",
                 commit_message="Update dataset card", parent_commit=pushed,
@@ -221,7 +239,7 @@ class Publisher:
 
         before = self.head(repo, branch)
         with self.hub(f"cannot push {repo}@{branch}"):
-            ModelCard.load(folder / "README.md").validate()
+            self.validate(ModelCard.load(folder / "README.md"), f"{repo}@{branch}")
             if before is None:
                 self.api.create_branch(repo, branch=branch, exist_ok=True)
             info = self.api.upload_folder(
@@ -230,6 +248,13 @@ class Publisher:
             )
         self.results.append(Pushed(repo, branch, info.oid, info.oid != before))
         return info.oid
+
+    def validate(self, card, where: str) -> None:
+        """The Hub's own card check (metadata schema), before anything is committed."""
+        try:
+            card.validate()
+        except ValueError as exc:  # the Hub's 400 answer: the card's metadata is invalid
+            raise HubError(f"{where}: the Hub rejected the card: {str(exc).splitlines()[0]}") from None
 
     def push_branch(self, exp: Experiment, where: Where) -> str:
         with tempfile.TemporaryDirectory(prefix="push-") as tmp:
@@ -244,21 +269,25 @@ class Publisher:
         with tempfile.TemporaryDirectory(prefix="push-main-") as tmp:
             stage_main(best, self.inputs, where, revision, Path(tmp))
             if self.matches_remote(repo, "main", Path(tmp)):
-                self.results.append(Pushed(repo, "main", self.head(repo, "main"), False))
-                return
-            base_id, base_revision = best.base_model
-            verify_revision(repo, revision, base_id, base_revision, token=self.token)
-            main = self.upload(repo, "main", Path(tmp), f"Promote {best.name} ({revision[:12]})")
-        tag = f"best-{self.next_tag_number(repo)}"
+                main = self.head(repo, "main")
+                if main in self.best_tags(repo).values():
+                    self.results.append(Pushed(repo, "main", main, False))
+                    return
+                # An earlier push promoted (after verifying) but failed to tag: finish its job.
+            else:
+                base_id, base_revision = best.base_model
+                verify_revision(repo, revision, base_id, base_revision, token=self.token)
+                main = self.upload(repo, "main", Path(tmp), f"Promote {best.name} ({revision[:12]})")
+        tag = f"best-{max(self.best_tags(repo), default=0) + 1}"
         with self.hub(f"cannot tag {repo}@{main}"):
             self.api.create_tag(repo, tag=tag, revision=main, tag_message=f"{best.name} verified at {revision}")
         self.results.append(Pushed(repo, f"tag {tag}", main, True))
 
-    def next_tag_number(self, repo: str) -> int:
+    def best_tags(self, repo: str) -> dict[int, str]:
+        """The promotions so far: N of each best-<N> tag -> the commit it marks."""
         with self.hub(f"cannot list the refs of {repo}"):
             tags = self.api.list_repo_refs(repo).tags
-        numbers = [int(m.group(1)) for t in tags if (m := TAG_PATTERN.match(t.name))]
-        return max(numbers, default=0) + 1
+        return {int(m.group(1)): t.target_commit for t in tags if (m := TAG_PATTERN.match(t.name))}
 
     def matches_remote(self, repo: str, branch: str, folder: Path) -> bool:
         """Whether the branch already holds exactly the folder's files (compared by content hash)."""

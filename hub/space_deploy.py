@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hub.auth import current_token, hub_errors, preflight
+from hub.auth import current_token, hub_errors, preflight_config
+from hub.cards import published_base
 from hub.config import HubConfig, load_hub_config
 from hub.publish import ADAPTER_REPO_IGNORE, TAG_PATTERN
 from training.errors import ConfigError, HubError
@@ -24,6 +25,8 @@ def run(args) -> int:
     config = load_hub_config(args.config_dir, args.set)
     url = deploy(config)
     print(f"Space: {url}")
+    if config.private:  # the publisher's token never goes into the Space
+        print("The adapter repo is private: add a read-only token as the Space secret HF_TOKEN.")
     return 0
 
 
@@ -33,10 +36,9 @@ def deploy(config: HubConfig) -> str:
     if not (config.space_dir / "app.py").exists():
         raise ConfigError(f"{config.space_dir}: no app.py, nothing to deploy (space_dir in hub.yaml)")
     token = current_token()
-    ids = config.repo_ids(config.namespace or preflight())
-    preflight([ids["space"]])
+    ids = preflight_config(config, ("space",))
     api = HfApi(token=token)
-    variables = pinned_variables(api, ids["adapter"], token)
+    variables = pinned_variables(api, ids["adapter"], token, config)
     space = ids["space"]
     with hub_errors(f"cannot deploy the Space {space}", token):
         repo = api.create_repo(space, repo_type="space", space_sdk="gradio", private=config.private, exist_ok=True)
@@ -50,7 +52,7 @@ def deploy(config: HubConfig) -> str:
     return repo.url
 
 
-def pinned_variables(api, adapter_repo: str, token: str) -> dict[str, str]:
+def pinned_variables(api, adapter_repo: str, token: str, config: HubConfig) -> dict[str, str]:
     """BASE_MODEL/BASE_REVISION/ADAPTER_REPO/ADAPTER_REVISION from the newest best-<N> tag."""
     from huggingface_hub import hf_hub_download
 
@@ -61,11 +63,13 @@ def pinned_variables(api, adapter_repo: str, token: str) -> dict[str, str]:
         raise HubError(f"{adapter_repo} has no verified best-<N> tag yet; run `make push` first")
     revision = max(promoted)[1]
     with hub_errors(f"cannot read provenance.json of {adapter_repo}@{revision[:12]}", token):
-        provenance = json.loads(Path(hf_hub_download(adapter_repo, "provenance.json", revision=revision)).read_text())
+        provenance = json.loads(Path(hf_hub_download(adapter_repo, "provenance.json", revision=revision, token=token)).read_text())
     base = provenance.get("base_model") or {}
+    base_id, base_revision = published_base(base.get("id"), base.get("revision"),
+                                            config.base_model_repo, config.base_model_revision)
     return {
-        "BASE_MODEL": str(base.get("id")),
-        "BASE_REVISION": str(base.get("revision") or "main"),
+        "BASE_MODEL": str(base_id),
+        "BASE_REVISION": base_revision or "main",
         "ADAPTER_REPO": adapter_repo,
         "ADAPTER_REVISION": revision,
     }

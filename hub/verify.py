@@ -33,7 +33,7 @@ def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) ->
     import torch
     from huggingface_hub import snapshot_download
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from training.chat import format_prompt, load_tokenizer, read_contract
 
@@ -43,9 +43,10 @@ def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) ->
     base = AutoModelForCausalLM.from_pretrained(base_id, revision=base_revision, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, repo_id, revision=revision, cache_dir=cache, token=token).eval()
     inputs = tokenizer(format_prompt(tokenizer, contract.system_prompt, QUESTION), return_tensors="pt")
+    greedy = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        output = model.generate(**inputs, generation_config=greedy)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     if len(new_tokens) == 0:
         raise RuntimeError("the model generated no tokens")

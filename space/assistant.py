@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import gpu  # first: `spaces` must be imported before torch (see gpu.py)
 
+import contextlib
 import copy
 import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
@@ -110,6 +113,13 @@ class ChatContract:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("format") != 1:
             raise SpaceConfigError(f"{CONTRACT_FILE}: unsupported format {raw.get('format')!r} (this Space reads 1)")
+        try:
+            return cls._parse(raw)
+        except (KeyError, TypeError, ValueError) as error:
+            raise SpaceConfigError(f"{CONTRACT_FILE}: missing or invalid {error}") from None
+
+    @classmethod
+    def _parse(cls, raw: dict) -> "ChatContract":
         gen = raw["generation"]
         return cls(
             system_prompt=raw["system_prompt"],
@@ -165,8 +175,8 @@ class Assistant:
         """Template system + history + message within max_input_tokens, dropping the oldest
         turns first; None when the message alone does not fit."""
         limit = self.contract.generation.max_input_tokens
-        # Bound tokenizer work: API callers can send any amount of history.
-        turns = _trim_to_chars(normalise_history(history), budget=limit * 8)
+        # Bound cleaning and tokenizer work: API callers can send any amount of history.
+        turns = normalise_history(_newest_within(history, budget=limit * 8))
         dropped = 0
         while True:
             ids = self._encode(turns + [{"role": "user", "content": message}])
@@ -179,9 +189,11 @@ class Assistant:
     def stream(self, variant: str, prompt: Prompt) -> Iterator[str]:
         """Cumulative answer text, growing token by token."""
         text = ""
-        for piece in stream_generation(self.key, variant, prompt.input_ids):
-            text += piece
-            yield text
+        # closing(): stopping this stream must close the generation at once, not at garbage collection
+        with contextlib.closing(stream_generation(self.key, variant, prompt.input_ids)) as pieces:
+            for piece in pieces:
+                text += piece
+                yield text
 
     def _encode(self, turns: list[dict]) -> list[int]:
         messages = [{"role": "system", "content": self.contract.system_prompt}, *turns]
@@ -212,10 +224,16 @@ def message_text(content) -> str:
     return ""
 
 
-def _trim_to_chars(turns: list[dict], budget: int) -> list[dict]:
-    while turns and sum(len(t["content"]) for t in turns) > budget:
-        turns = turns[1:]
-    return turns
+def _newest_within(history: list, budget: int) -> list:
+    """The newest messages whose raw text totals at most `budget` characters, chosen before any
+    per-character cleaning: a 40 MB history must cost no more than a short one."""
+    kept, size = [], 0
+    for message in reversed(history or []):
+        size += len(message_text(message.get("content"))) if isinstance(message, dict) else 0
+        if size > budget:
+            break
+        kept.append(message)
+    return kept[::-1]
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -237,8 +255,14 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
 
 def download_adapter(repo: str, revision: str) -> tuple[Path, str]:
     """The adapter snapshot at `revision` and the commit sha it resolved to."""
-    sha = HfApi().model_info(repo, revision=revision).sha
-    return Path(snapshot_download(repo, revision=sha)), sha
+    try:
+        sha = HfApi().model_info(repo, revision=revision).sha
+        return Path(snapshot_download(repo, revision=sha)), sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        # not found, or private without an HF_TOKEN secret that can read it (the Hub answers alike)
+        raise SpaceConfigError(
+            f"adapter {repo} @ {revision}: {type(error).__name__} (check ADAPTER_REPO, ADAPTER_REVISION and HF_TOKEN)"
+        ) from None
 
 
 def load_assistant(config: SpaceConfig) -> Assistant:
@@ -276,6 +300,21 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 
+# Generation runs on reused threads: on the H200 test host the first generate() of every new
+# thread ran ~15x slower per token (512 tokens: 23 s on a fresh thread, 1.6 s on a reused one).
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _generation_threads(workers: int) -> ThreadPoolExecutor:
+    # One pool per process: ZeroGPU generates in forked workers, where the parent's threads do not exist.
+    with _pools_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = ThreadPoolExecutor(workers, thread_name_prefix="generate")
+        return pool
+
+
 @gpu.gpu_task(duration=GPU_SECONDS)
 def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) -> Iterator[str]:
     """New text pieces as they are generated. Closing the generator (Stop, a closed
@@ -305,15 +344,15 @@ def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) ->
 
     with assistant.stats.lock:
         assistant.stats.started += 1
-    thread = threading.Thread(target=run, name=f"generate-{variant}", daemon=True)
-    thread.start()
+    # The chat and the comparison each run up to concurrency_limit requests at once.
+    generation = _generation_threads(2 * assistant.config.concurrency_limit).submit(run)
     try:
         for piece in streamer:
             if piece:
                 yield piece
     finally:
         stop.set()
-        thread.join()
+        generation.result()
         new_tokens = outcome["ids"].shape[-1] - len(input_ids) if "ids" in outcome else 0
         assistant.stats.record(new_tokens, stopped_early=stop_criterion.fired)
     if "error" in outcome:

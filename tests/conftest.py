@@ -106,3 +106,13 @@ def hub_token(hub_server, monkeypatch) -> str:
     """HF_TOKEN set to the session server's write token for one test."""
     monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
     return hub_server.write_token
+
+
+# ---- reliability tests (tests/reliability_support.py) -------------------------------------
+@pytest.fixture(scope="session")
+def cli_pipeline(hub_server, tiny_base, sample_flashcards, tmp_path_factory):
+    """prepare -> train -> evaluate -> push -> deploy-space, once, through the CLIs, with a
+    recognisable token (test_secrets greps for it; test_faults pushes the artifacts again)."""
+    from reliability_support import build_cli_pipeline
+
+    return build_cli_pipeline(tmp_path_factory.mktemp("cli-pipeline"), hub_server, tiny_base, sample_flashcards)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
 SPACE_MODULES = ("app", "assistant", "ui", "safety", "gpu")
+CHROMIUM = Path("/usr/bin/chromium")
+# A closed network: no update checks, no background fetches.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 SHORT_ANSWER_TOKENS = 12
 LONG_ANSWER_TOKENS = 512
 
@@ -124,6 +127,7 @@ def greedy_reference(tiny_base: Path, adapter_dir: Path, conversation: list[dict
     contract = read_contract(adapter_dir)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), adapter_dir).merge_and_unload()
+    model.generation_config.max_length = None  # max_new_tokens governs, as in the Space
     messages = [{"role": "system", "content": contract.system_prompt}, *conversation]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = tokenizer(text, return_tensors="pt")

@@ -91,3 +91,10 @@ def test_bad_contract_is_one_line_data_error(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as info:
         read_contract(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_missing_tokenizer_folder_is_a_config_error(tmp_path):
+    from training.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a local folder, and not found on the Hub"):
+        load_tokenizer(tmp_path / "no" / "such" / "tokenizer")

@@ -39,16 +39,21 @@ def test_real_experiments_follow_the_plan():
         assert c.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-@pytest.mark.parametrize("path", shipped("**/data.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_shipped_data_configs_load(path):
-    assert load_config(DataConfig, path).split
-
-
-@pytest.mark.parametrize("path", shipped("**/hub.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_shipped_hub_configs_load(path):
+def settings_model(path: Path):
+    """The config class each shipped settings file is read with (by file name)."""
     from hub.config import HubConfig
+    from training.config import EvalConfig
 
-    assert load_config(HubConfig, path).adapter_repo
+    return {"data.yaml": DataConfig, "eval.yaml": EvalConfig, "hub.yaml": HubConfig}[path.name]
+
+
+SETTINGS_FILES = shipped("**/data.yaml") + shipped("**/eval.yaml") + shipped("**/hub.yaml")
+
+
+@pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_settings_files_load(path):
+    model = settings_model(path)
+    assert isinstance(load_config(model, path), model)
 
 
 @pytest.mark.parametrize("path", shipped("accelerate/*.yaml"), ids=lambda p: p.name)
@@ -60,9 +65,8 @@ def test_shipped_accelerate_configs_load(path):
 
 
 def test_every_config_file_is_covered():
-    covered = set(shipped("**/experiments/*.yaml") + shipped("**/data.yaml") + shipped("**/hub.yaml")
-                  + shipped("accelerate/*.yaml"))
-    assert set(shipped("**/*.yaml")) == covered
+    covered = set(shipped("**/experiments/*.yaml") + SETTINGS_FILES + shipped("accelerate/*.yaml"))
+    assert set(shipped("**/*.yaml")) == covered  # a new kind of config file needs a test here
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -232,3 +232,33 @@ def test_evaluate_rejects_unknown_models_and_missing_data(workspace, capsys):
     assert main(["evaluate", "--config-dir", str(workspace), "--data-dir", str(workspace / "nothing"),
                  "--runs-dir", str(workspace / "runs"), "--medqa", "none"], commands=EVALUATE_ONLY) == 3
     assert "run `python -m training prepare` first" in capsys.readouterr().err
+
+
+def test_flags_win_over_set_and_eval_yaml(tmp_path):
+    import argparse
+
+    from training import evaluate
+
+    (tmp_path / "eval.yaml").write_text("batch_size: 4\nmax_new_tokens: 64\nlimit: 10\nmedqa: some/dataset\n")
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args(["--config-dir", str(tmp_path), "--set", "max_new_tokens=32", "--set", "limit=20",
+                              "--limit", "5", "--medqa", "none", "--models", "base, exp1"])
+    config = evaluate.resolve_config(args)
+    assert (config.batch_size, config.max_new_tokens, config.limit) == (4, 32, 5)
+    assert config.medqa is None and config.models == ["base", "exp1"]
+
+
+def test_medqa_loads_from_a_hub_dataset(hub_server, hub_token, tmp_path):
+    from datasets import Dataset
+
+    from training.errors import HubError
+
+    repo = hub_server.repo_id("medqa")
+    rows = [MEDQA_ROW, {**MEDQA_ROW, "question": "Second question?", "answer_idx": "C"}]
+    Dataset.from_list([{**row, "meta_info": "step1"} for row in rows]).push_to_hub(repo, split="test")
+    questions = medqa.load_questions(repo, split="test")
+    assert questions == rows
+    assert medqa.load_questions(repo, limit=1, split="test") == rows[:1]
+    with pytest.raises(HubError, match=f"cannot load MedQA dataset '{hub_server.user}/missing-medqa'"):
+        medqa.load_questions(f"{hub_server.user}/missing-medqa")

@@ -111,9 +111,11 @@ def test_subsample_is_seeded_and_ignores_input_order():
     assert subsample(rows, "all", seed=3)[1] == 0
 
 
-def test_too_few_questions_to_split():
-    with pytest.raises(DataError, match="only 2 distinct question"):
-        split_by_question(many_rows(n_questions=2), (0.8, 0.1, 0.1), seed=0)
+@pytest.mark.parametrize("n_questions, answers_per_question", [(2, 1), (1, 4)])
+def test_too_few_questions_to_split(n_questions, answers_per_question):
+    rows = many_rows(n_questions, answers_per_question)
+    with pytest.raises(DataError, match=f"{len(rows)} rows with {n_questions} distinct questions? are too few to split"):
+        split_by_question(rows, (0.8, 0.1, 0.1), seed=0)
 
 
 # ---- prepare end to end (sample flashcards + tiny base tokenizer) ------------------------
@@ -278,3 +280,8 @@ def test_prepare_from_hub_dataset_at_revision(tmp_path, hub_server, hub_token, s
                                   "requested_revision": first_commit}]
     with pytest.raises(HubError, match="revision 'no-such-branch' not found"):
         prepare(config.model_copy(update={"revision": "no-such-branch"}))
+
+
+def test_missing_hub_dataset_is_a_hub_error(hub_server, hub_token):
+    with pytest.raises(HubError, match="no such local file, and not found on the Hub"):
+        read_source(hub_server.repo_id("absent"), revision="main")

@@ -175,8 +175,8 @@ def test_main_is_the_best_experiment_verified_and_tagged(published, pipeline):
 
 
 @pytest.mark.slow
-def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeline, tiny_base):
-    from huggingface_hub import HfApi, ModelCard
+def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeline):
+    from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
     card = ModelCard.load(published.adapter)  # main
     data = card.data
@@ -193,7 +193,7 @@ def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeli
     files = HfApi().list_repo_files(published.adapter)
     assert all(link in files for link in ("plots/loss_curves.png", "plots/metrics.png"))
     assert "![loss curves](plots/loss_curves.png)" in card.text
-    branch_card = ModelCard.load(published.adapter, revision=f"exp/{published.other}")
+    branch_card = ModelCard.load(hf_hub_download(published.adapter, "README.md", revision=f"exp/{published.other}"))
     assert f'revision="exp/{published.other}"' in branch_card.text
     assert {r.metric_type for r in branch_card.data.eval_results} >= {"bleu", "perplexity"}
 
@@ -240,9 +240,12 @@ def test_broken_adapter_is_not_promoted(published, pipeline, hub_server, tmp_pat
 
 
 @pytest.mark.slow
-def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, tiny_base, hub_server, monkeypatch):
+def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, tiny_base, hub_server, monkeypatch,
+                                                                   tmp_path):
     from huggingface_hub import HfApi
 
+    from hub.config import load_hub_config
+    from hub.space_deploy import checkout_space
     from training.config import REPO_ROOT
 
     monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
@@ -261,6 +264,11 @@ def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, ti
     }
     assert api.get_space_runtime(published.space).requested_hardware == "t4-small"
     assert api.space_info(published.space).sdk == "gradio"
+    # what `make demo` runs the Space from: a fresh checkout and the variables
+    checkout, read_back = checkout_space(load_hub_config(published.config_dir), tmp_path / "checkout",
+                                         {"HF_ENDPOINT": hub_server.url, "HF_TOKEN": hub_server.write_token})
+    assert (checkout / "app.py").read_bytes() == (REPO_ROOT / "space" / "app.py").read_bytes()
+    assert read_back == variables
 
 
 @pytest.mark.slow

@@ -70,12 +70,12 @@ def test_space_requirements_have_ranges_and_leave_gradio_to_the_platform():
 
 
 def test_readme_front_matter_configures_a_gradio_space():
-    import gradio
+    from importlib.metadata import version
 
     text = (SPACE_DIR / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n")
     meta = yaml.safe_load(text.split("---\n")[1])
-    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == version("gradio")
     assert meta["app_file"] == "app.py" and (SPACE_DIR / meta["app_file"]).is_file()
     assert len(meta["short_description"]) <= 60
     assert meta["suggested_hardware"] == "zero-a10g" and meta["pinned"] is False
@@ -125,6 +125,34 @@ def test_clean_text_strips_control_and_bidi_characters_but_keeps_lines(space_mod
 def test_emergencies_get_guidance(space_modules, message):
     _, safety = space_modules
     assert "emergency number now" in safety.emergency_guidance(message)
+
+
+def test_missing_space_variables_are_named(space_modules):
+    assistant, _ = space_modules
+    with pytest.raises(assistant.SpaceConfigError, match="BASE_MODEL, ADAPTER_REPO"):
+        assistant.SpaceConfig.from_env({})
+    config = assistant.SpaceConfig.from_env({"BASE_MODEL": "b", "ADAPTER_REPO": "a"})
+    assert config.adapter_revision == "main" and config.compare_with_base
+
+
+def test_unknown_adapter_revision_is_a_one_line_config_error(space_modules, hub_server, tiny_base):
+    from huggingface_hub import HfApi
+
+    assistant, _ = space_modules
+    repo = hub_server.repo_id("space-missing")
+    HfApi(token=hub_server.write_token).create_repo(repo)
+    config = assistant.SpaceConfig(base_model=str(tiny_base), adapter_repo=repo, adapter_revision="exp/none")
+    with pytest.raises(assistant.SpaceConfigError, match=f"adapter {repo} @ exp/none: RevisionNotFoundError"):
+        assistant.load_assistant(config)
+
+
+def test_cpu_serves_in_fp32(space_modules):
+    import torch
+
+    assistant, _ = space_modules
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert assistant.device_and_dtype() == ("cpu", torch.float32)
 
 
 def test_ordinary_questions_get_no_emergency_banner(space_modules):

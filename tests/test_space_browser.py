@@ -6,12 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from space_support import LONG_ANSWER_TOKENS, serve_space
+from space_support import CHROMIUM, CHROMIUM_ARGS, LONG_ANSWER_TOKENS, serve_space
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "test-artifacts" / "space.png"
-# A closed network: no update checks, no background fetches.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.slow,

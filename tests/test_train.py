@@ -41,7 +41,7 @@ def short_experiment(base: Path, data_dir: Path, runs_dir: Path, **changes) -> E
     """Eight optimizer steps at a high learning rate: the tiny random-init base learns quickly."""
     settings = dict(
         name="short", base_model=str(base), base_revision=None, data_dir=str(data_dir), runs_dir=str(runs_dir),
-        learning_rate=2e-2, per_device_batch_size=4, effective_batch_size=8, max_steps=8, eval_steps=4,
+        learning_rate=1e-2, per_device_batch_size=4, effective_batch_size=8, max_steps=8, eval_steps=4,
         save_steps=4, logging_steps=2, max_seq_length=256, quantization="none",
         lora={"r": 16, "alpha": 32, "target_modules": ALL_PROJECTIONS},
     )
@@ -66,7 +66,7 @@ def test_short_run_lowers_validation_loss(trained):
     assert metrics["steps"] == 8
     assert [e["step"] for e in metrics["eval_loss"]] == [0, 4, 8]
     assert metrics["initial_eval_loss"] == metrics["eval_loss"][0]["loss"]
-    assert metrics["final_eval_loss"] < metrics["initial_eval_loss"] - 0.01
+    assert metrics["final_eval_loss"] < metrics["initial_eval_loss"] - 0.5  # clearly lower
     assert metrics["best_eval_loss"] == min(e["loss"] for e in metrics["eval_loss"])
     assert [e["step"] for e in metrics["train_loss"]] == [2, 4, 6, 8]
     assert metrics["train_tokens"] > 0 and metrics["tokens_per_s"] > 0 and metrics["peak_memory_bytes"] > 0

@@ -7,14 +7,16 @@ agree token for token.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from training.config import GenerationConfig, validate
-from training.errors import ConfigError, DataError
+from training.errors import ConfigError, DataError, HubError
 from training.provenance import write_json_atomic
 
 # TinyLlama-1.1B-Chat-v1.0's (Zephyr-style) template, re-typed so the tiny base speaks the same format.
@@ -36,8 +38,11 @@ TINYLLAMA_CHAT_TEMPLATE = (
 CONTRACT_FILE = "chat_contract.json"
 CONTRACT_FORMAT = 1
 
-# Files a SentencePiece (Llama) tokenizer can be rebuilt from, without tokenizer.json.
-_SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# The files a tokenizer is loaded from (a model repo also holds weights, which are not needed).
+_TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                    "vocab*", "merges.txt", "config.json"]
+# A tokenizer.json whose merges are "a b" strings rather than ["a", "b"] pairs.
+_LEGACY_MERGES = re.compile(r'"merges"\s*:\s*\[\s*"')
 
 
 class ChatContract(NamedTuple):
@@ -97,45 +102,65 @@ def read_contract(folder: str | Path) -> ChatContract:
 
 
 def load_tokenizer(name: str | Path, revision: str | None = None):
-    """AutoTokenizer for a Hub id (at a revision) or a folder, tolerant of legacy Llama tokenizer.json files.
+    """AutoTokenizer for a local folder, or a Hub id at a revision; tolerant of legacy merges.
 
-    Older tokenizer.json files (TinyLlama's included) store merges as "a b" strings, and a few of
-    Llama's merges contain literal spaces, which `tokenizers` >= 0.23 rejects. Those tokenizers
-    are rebuilt from their SentencePiece model instead (the route transformers takes when there
-    is no tokenizer.json), with Llama's upstream `add_bos_token=True` when the config omits it.
+    Older tokenizer.json files (TinyLlama's included) store merges as "a b" strings, and a few
+    Llama merges contain literal spaces ("   " is " " + " "), which `tokenizers` >= 0.23 rejects.
+    Such a file is rewritten, in a temporary folder, with each merge as the unique pair of
+    vocabulary entries it joins: the same tokenizer, in the current format.
     """
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(str(name), revision=revision)
-    except TypeError as exc:
-        if "merges" not in str(exc).lower():
-            raise
-        return _load_from_sentencepiece(name, revision)
-    except OSError as exc:
-        raise ConfigError(f"tokenizer {name}: cannot load ({_first_line(exc)})") from None
-
-
-def _load_from_sentencepiece(name: str | Path, revision: str | None):
-    from transformers import AutoTokenizer
-
     folder = _local_folder(name, revision)
-    if not (folder / "tokenizer.model").exists():
-        raise ConfigError(f"tokenizer {name}: tokenizer.json is in a legacy format and there is no tokenizer.model")
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
-        for file in _SENTENCEPIECE_FILES:
-            if (folder / file).exists():
-                shutil.copy(folder / file, tmp)
-        return AutoTokenizer.from_pretrained(tmp, add_bos_token=config.get("add_bos_token", True))
+    tokenizer_json = folder / "tokenizer.json"
+    if tokenizer_json.exists() and _LEGACY_MERGES.search(tokenizer_json.read_text(encoding="utf-8")):
+        return _load_with_upgraded_merges(folder, name)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"tokenizer {name}: cannot load ({_first_line(exc)})") from None
 
 
 def _local_folder(name: str | Path, revision: str | None) -> Path:
     if Path(name).is_dir():
         return Path(name)
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
-    return Path(snapshot_download(str(name), revision=revision, allow_patterns=list(_SENTENCEPIECE_FILES)))
+    try:
+        return Path(snapshot_download(str(name), revision=revision, allow_patterns=_TOKENIZER_FILES))
+    except RevisionNotFoundError:
+        raise HubError(f"tokenizer {name}: revision '{revision}' not found on the Hub") from None
+    except (RepositoryNotFoundError, HFValidationError):
+        raise ConfigError(f"tokenizer {name}: not a local folder, and not found on the Hub") from None
+    except OSError as exc:
+        raise HubError(f"tokenizer {name}@{revision}: cannot download ({_first_line(exc)})") from None
+
+
+def _load_with_upgraded_merges(folder: Path, name):
+    from transformers import AutoTokenizer
+
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    model = data["model"]
+    model["merges"] = [_merge_pair(merge, model["vocab"], name) for merge in model["merges"]]
+    with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
+        for file in folder.iterdir():
+            if file.name != "tokenizer.json" and any(fnmatch.fnmatch(file.name, p) for p in _TOKENIZER_FILES):
+                shutil.copy(file, tmp)
+        Path(tmp, "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def _merge_pair(merge: str | list[str], vocab: dict[str, int], name) -> list[str]:
+    if not isinstance(merge, str):
+        return merge
+    if merge.count(" ") == 1:
+        return merge.split(" ")
+    pairs = [[merge[:i], merge[i + 1:]] for i, char in enumerate(merge)
+             if char == " " and merge[:i] in vocab and merge[i + 1:] in vocab and merge[:i] + merge[i + 1:] in vocab]
+    if len(pairs) != 1:
+        raise ConfigError(f"tokenizer {name}: cannot read merge {merge!r} in tokenizer.json")
+    return pairs[0]
 
 
 def _first_line(exc: BaseException) -> str:

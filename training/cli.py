@@ -6,10 +6,14 @@ A command module exposes `add_arguments(parser)` and `run(args) -> int`, and kee
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
-from training.errors import UserError
+from training.errors import EXIT_ENV, UserError
+
+# A full disk or a read-only folder is the machine's problem, not a bug: one line, exit 5.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 COMMANDS = {
     "prepare": ("training.prepare", "clean, split and chat-format the flashcards"),
@@ -38,6 +42,12 @@ def run_guarded(func, *args) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror}{where}; free some space or choose another output folder", file=sys.stderr)
+        return EXIT_ENV
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -40,7 +40,9 @@ class GenerationConfig(StrictModel):
     do_sample: bool = Field(False, description="False: greedy decoding")
     temperature: float = Field(0.7, gt=0, le=2.0, description="used only when do_sample")
     top_p: float = Field(0.9, gt=0, le=1.0, description="used only when do_sample")
-    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="1.0 disables it")
+    repetition_penalty: float = Field(
+        1.0, ge=1.0, le=2.0, description="1.0 disables it: plain greedy, exactly the decoding `evaluate` measures"
+    )
     max_input_tokens: int = Field(1024, gt=0, description="prompt tokens kept (oldest turns dropped first)")
 
 
@@ -85,6 +87,9 @@ class LoraSettings(StrictModel):
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="modules that get adapters"
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list, description="modules trained in full and saved with the adapter (e.g. lm_head)"
     )
 
 
@@ -194,9 +199,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node = data
     for part in parents:
         child = node.get(part)
-        if not isinstance(child, dict):
-            child = {} if child is None else child
-            node[part] = child
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):  # e.g. --set lora.r.x=1: r is a value, not a section
+            raise ConfigError(f"--set {key}: '{part}' is a setting, not a section of settings")
         node = child
     node[leaf] = value
 

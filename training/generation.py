@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from training.errors import ConfigError, EnvironmentProblem
+from training.errors import ConfigError, EnvironmentProblem, HubError
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -35,7 +35,9 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     try:
         model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)
     except OSError as exc:
-        raise ConfigError(f"cannot load base model {base!r} (revision {revision}): {exc}".splitlines()[0]) from None
+        # A missing folder is a config mistake; a Hub id that cannot be fetched is a Hub problem.
+        error = ConfigError if Path(base).is_absolute() or Path(base).exists() or base.startswith(".") else HubError
+        raise error(f"cannot load base model {base!r} (revision {revision}): {exc}".splitlines()[0]) from None
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -110,13 +110,18 @@ def padding_free_attention(
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # tokens, heads, head_dim
     cu_seq_lens = cu_seq_lens_q.to(device=q.device, dtype=torch.int32)
     if q.is_cuda:
-        out = _flash_varlen(q, k, v, cu_seq_lens, int(max_length_q), scaling)
+        # Flash kernels take half precision only; QLoRA's fp32-upcast layers hand over fp32 (as transformers'
+        # own flash path does, compute in bf16 and return the caller's dtype).
+        half = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        q, k, v = (t.to(half) for t in (q, k, v))
+        # no int() on max_length_q: it stays symbolic under torch.compile
+        out = _flash_varlen(q, k, v, cu_seq_lens, max_length_q, scaling).to(query.dtype)
     else:
         out = _block_diagonal_sdpa(q, k, v, cu_seq_lens, scaling, dropout if module.training else 0.0)
     return out.unsqueeze(0), None
 
 
-def _flash_varlen(q, k, v, cu_seq_lens, max_len: int, scale: float | None) -> torch.Tensor:
+def _flash_varlen(q, k, v, cu_seq_lens, max_len, scale: float | None) -> torch.Tensor:
     """torch's variable-length flash attention; its keyword names moved between torch releases."""
     from torch.nn.attention.varlen import varlen_attn
 

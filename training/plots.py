@@ -50,8 +50,10 @@ def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path:
     for ax, metric in zip(axes.flat, metrics):
         shown = [m for m in models if metric in results[m]]
         values = [results[m][metric]["value"] for m in shown]
-        errors = [[v - results[m][metric]["ci_low"] for m, v in zip(shown, values)],
-                  [results[m][metric]["ci_high"] - v for m, v in zip(shown, values)]]
+        # A percentile interval can sit (by rounding, or bias) just beside its point estimate:
+        # whiskers are then clipped at the bar rather than drawn negative.
+        errors = [[max(0.0, v - results[m][metric]["ci_low"]) for m, v in zip(shown, values)],
+                  [max(0.0, results[m][metric]["ci_high"] - v) for m, v in zip(shown, values)]]
         bars = ax.bar(range(len(shown)), values, yerr=errors, capsize=4,
                       color=[colors[models.index(m) % len(colors)] for m in shown])
         ax.bar_label(bars, fmt="%.4g", fontsize=8, label_type="center")

@@ -66,18 +66,19 @@ def prepare(config: DataConfig) -> dict[str, Any]:
         raise DataError(f"no rows left after cleaning {len(questions)} input rows (dropped: {_nonzero(dropped)})")
     splits = split_by_question(rows, config.split, config.seed)
 
-    tokenizer = load_tokenizer(config.tokenizer, None if Path(config.tokenizer).is_dir() else config.tokenizer_revision)
+    tokenizer_revision = None if Path(config.tokenizer).is_dir() else config.tokenizer_revision  # a folder has none
+    tokenizer = load_tokenizer(config.tokenizer, tokenizer_revision)
     records = {name: format_rows(tokenizer, config.system_prompt, split_rows) for name, split_rows in splits.items()}
     report = {
         "rows_in": len(questions),
         "rows_out": len(rows),
         "dropped": dict(dropped),
         "splits": {name: len(split_rows) for name, split_rows in splits.items()},
-        "lengths": length_stats(tokenizer, rows, records),
+        "lengths": length_stats(tokenizer, rows),
         "sources": [source.info for source in sources],
         "seed": config.seed,
         "config": dump(config),
-        "tokenizer": {"name": str(config.tokenizer), "revision": config.tokenizer_revision},
+        "tokenizer": {"name": str(config.tokenizer), "revision": tokenizer_revision},
         "system_prompt": config.system_prompt,
         "fingerprint": fingerprint(records),
         "provenance": stamp(),
@@ -107,17 +108,16 @@ def shuffled_groups(rows: list[Row], seed: int) -> list[list[Row]]:
 def split_by_question(rows: list[Row], fractions: tuple[float, float, float], seed: int) -> dict[str, list[Row]]:
     """Whole question groups go to test, then validation, until each reaches its share; the rest train."""
     groups = shuffled_groups(rows, seed + 1)
-    if len(groups) < len(SPLITS):
-        raise DataError(f"only {len(groups)} distinct question(s) left after cleaning; need at least 3 to split")
     targets = {name: max(1, round(fraction * len(rows))) for name, fraction in zip(SPLITS, fractions)}
     splits: dict[str, list[Row]] = {name: [] for name in SPLITS}
     pending = iter(groups)
     for name in ("test", "validation"):
-        while len(splits[name]) < targets[name]:
-            splits[name] += next(pending)
+        while len(splits[name]) < targets[name] and (group := next(pending, None)):
+            splits[name] += group
     splits["train"] = [row for group in pending for row in group]
-    if not splits["train"]:
-        raise DataError(f"{len(rows)} rows are too few to split {list(fractions)}: the train split would be empty")
+    if not all(splits.values()):
+        raise DataError(f"{len(rows)} rows with {len(groups)} distinct questions are too few to split "
+                        f"{list(fractions)} by question (a split would be empty)")
     return splits
 
 
@@ -131,17 +131,13 @@ def format_rows(tokenizer, system_prompt: str, rows: list[Row]) -> list[dict[str
     ]
 
 
-def length_stats(tokenizer, rows: list[Row], records: dict[str, list[dict]]) -> dict[str, Any]:
-    """Characters and tokens of questions, answers and whole training texts (prompt + completion)."""
-    texts = {
-        "question": [row.question for row in rows],
-        "answer": [row.answer for row in rows],
-        "text": [r["prompt"] + r["completion"] for split in records.values() for r in split],
-    }
+def length_stats(tokenizer, rows: list[Row]) -> dict[str, Any]:
+    """Characters and tokens (without special tokens) of questions and answers."""
     stats: dict[str, Any] = {}
-    for name, values in texts.items():
-        tokens = tokenizer(values, add_special_tokens=name == "text")["input_ids"]
-        stats[name] = {"chars": summarise([len(v) for v in values]), "tokens": summarise([len(t) for t in tokens])}
+    for name in ("question", "answer"):
+        texts = [getattr(row, name) for row in rows]
+        tokens = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        stats[name] = {"chars": summarise([len(t) for t in texts]), "tokens": summarise([len(t) for t in tokens])}
     return stats
 
 
@@ -211,13 +207,13 @@ def to_dataset_dict(records: dict[str, list[dict]], data_fingerprint: str):
 
 
 def print_summary(report: dict[str, Any], output_dir: Path) -> None:
-    tokens = report["lengths"]["text"]["tokens"]
+    tokens = report["lengths"]["answer"]["tokens"]
     lines = [
         f"rows in        {report['rows_in']:>8}",
         *(f"  dropped {reason:<17}{count:>6}" for reason, count in report["dropped"].items() if count),
         f"rows out       {report['rows_out']:>8}",
         *(f"  {name:<12}{count:>10}" for name, count in report["splits"].items()),
-        f"tokens/example  median {tokens['median']}, p95 {tokens['p95']}, max {tokens['max']}",
+        f"answer tokens  median {tokens['median']}, p95 {tokens['p95']}, max {tokens['max']}",
         f"fingerprint    {report['fingerprint'][:16]}",
         f"written to     {output_dir}",
     ]

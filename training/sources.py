@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from training.errors import DataError, HubError
+from training.errors import ConfigError, DataError, HubError
 from training.provenance import sha256_file
 
 FILE_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
 # Column pairs recognised without a `columns` mapping, in order of preference.
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 KNOWN_COLUMNS = ({"question": "question", "answer": "answer"}, {"input": "question", "output": "answer"})
 
 
@@ -31,11 +34,11 @@ class SourceRows:
 
 
 def read_source(spec: str, revision: str | None = None, columns: dict[str, str] | None = None) -> SourceRows:
-    """A local file when `spec` is an existing path or has a file suffix, else a Hub dataset id."""
+    """A Hub dataset id (`owner/name`, not an existing path), else a local file."""
     path = Path(spec)
-    if path.exists() or path.suffix:
-        return read_file(path, columns)
-    return read_hub(spec, revision, columns)
+    if not path.exists() and path.suffix.lower() not in FILE_FORMATS and _HUB_ID.fullmatch(spec):
+        return read_hub(spec, revision, columns)
+    return read_file(path, columns)
 
 
 # ---- local files -------------------------------------------------------------------------
@@ -157,8 +160,8 @@ def _pick(record: dict, mapping: dict[str, str], where: str) -> tuple[str, str]:
 
 
 def _as_text(value: Any, where: str, name: str) -> str:
-    if value is None:
-        return ""  # empty cells are dropped by cleaning, and counted there
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""  # empty cells (None, or NaN from pandas-written files) are dropped by cleaning, and counted there
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -171,15 +174,18 @@ def read_hub(repo_id: str, revision: str | None, columns: dict[str, str] | None 
     """Every split of a Hub dataset at `revision`, recorded with the commit it resolved to."""
     import datasets
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         commit = HfApi().dataset_info(repo_id, revision=revision).sha
         loaded = datasets.load_dataset(repo_id, revision=commit or revision)
+    except HFValidationError:
+        raise ConfigError(f"source '{repo_id}': neither an existing local file nor a valid Hub dataset id "
+                          "(namespace/name)") from None
     except RevisionNotFoundError:
         raise HubError(f"dataset {repo_id}: revision '{revision}' not found") from None
     except RepositoryNotFoundError:
-        raise HubError(f"dataset {repo_id}: not found on the Hub (or no read access)") from None
+        raise HubError(f"dataset {repo_id}: no such local file, and not found on the Hub (or no read access)") from None
     except (HfHubHTTPError, ConnectionError, OSError) as exc:
         raise HubError(f"dataset {repo_id}@{revision}: cannot download ({str(exc).splitlines()[0]})") from None
     rows = SourceRows({"type": "hub", "id": repo_id, "revision": commit, "requested_revision": revision})

@@ -19,6 +19,7 @@ from training.config import DEFAULT_SYSTEM_PROMPT
 
 DEFAULT_OUTPUT = Path("artifacts/tiny-base")
 SEED = 1234
+LM_HEAD_STD = 0.2
 VOCAB_SIZE = 1024  # upper bound; BPE training stops earlier if the corpus runs out of merges
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in Llama
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))  # Llama's byte-fallback pieces, ids 3..258
@@ -123,5 +124,10 @@ def build_model(vocab_size: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = LlamaForCausalLM(config).to(torch.float32)
+        # At hidden size 64 the default init (std 0.02) keeps every logit within about +-1.3, so
+        # the model is stuck near uniform and LoRA adapters (which cannot target lm_head) barely
+        # move the loss. A wider lm_head gives the adapters logits they can actually shape.
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, LM_HEAD_STD)
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2, max_length=2048)
     return model

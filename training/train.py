@@ -11,8 +11,10 @@ Several GPUs on one machine (DDP; effective_batch_size is then spread over the p
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
+import logging
 import os
 import resource
 import shutil
@@ -98,12 +100,14 @@ def plan_hardware(config: ExperimentConfig) -> Hardware:
                                  "use --set quantization=auto to fall back to full-precision LoRA")
     quantize = config.quantization == "nf4" or (config.quantization == "auto" and has_bnb)
 
+    # Native bf16 only (Ampere and newer): T4-class GPUs merely emulate it, slowly, so they get fp16.
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
     precision = config.precision
     if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        precision = ("bf16" if bf16 else "fp16") if cuda else "fp32"
     elif precision == "fp16" and not cuda:
         raise EnvironmentProblem(f"experiment '{config.name}': precision fp16 needs a CUDA GPU; use fp32 or auto")
-    elif precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+    elif precision == "bf16" and cuda and not bf16:
         raise EnvironmentProblem(f"experiment '{config.name}': this GPU has no bf16; use fp16 or auto")
     return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size())
 
@@ -177,15 +181,34 @@ def check_base_model(config: ExperimentConfig) -> None:
         if not (Path(name).expanduser() / "config.json").is_file():
             raise ConfigError(f"experiment '{config.name}': base_model {name} is not a model folder (no config.json)")
         return
+    reason = hub_model_problem(name, config.base_revision)
+    if reason:
+        raise HubError(f"experiment '{config.name}': base_model {name} is neither a local folder nor reachable on "
+                       f"the Hub at revision {config.base_revision} ({reason})")
+
+
+@functools.cache  # experiments usually share one base: ask the Hub once
+def hub_model_problem(name: str, revision: str | None) -> str | None:
+    """Why the model's config.json cannot be had (from the Hub or the local cache), or None."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # its retry warnings would bury the one-line error
     try:
-        hf_hub_download(name, "config.json", revision=config.base_revision)
+        hf_hub_download(name, "config.json", revision=revision)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise HubError(f"experiment '{config.name}': base_model {name}@{config.base_revision} is not reachable "
-                       f"({reason})") from None
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else exc.__class__.__name__
+    finally:
+        hub_logger.setLevel(level)
+    return None
+
+
+# A run writes checkpoints with optimizer state (TinyLlama, LoRA r=16: about 60 MB each, two kept)
+# and the adapter: refusing to start beats failing at the first checkpoint, hours in.
+MIN_FREE_BYTES = 256 * 2**20
 
 
 def check_runs_dir(config: ExperimentConfig) -> None:
@@ -195,6 +218,10 @@ def check_runs_dir(config: ExperimentConfig) -> None:
         raise EnvironmentProblem(f"experiment '{config.name}': cannot create {config.run_dir} ({exc.strerror})") from None
     if not os.access(config.run_dir, os.W_OK):
         raise EnvironmentProblem(f"experiment '{config.name}': {config.run_dir} is not writable")
+    free = shutil.disk_usage(config.run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise EnvironmentProblem(f"experiment '{config.name}': only {free / 2**20:.1f} MiB free in {config.run_dir}; "
+                                 f"a run needs at least {MIN_FREE_BYTES >> 20} MiB for checkpoints and the adapter")
 
 
 # ---------------------------------------------------------------- model, data, trainer
@@ -249,6 +276,7 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
         target_modules=list(config.lora.target_modules),
+        modules_to_save=list(config.lora.modules_to_save) or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -272,7 +300,8 @@ def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_
         optim="paged_adamw_8bit" if hardware.quantize else "adamw_torch",
         bf16=hardware.precision == "bf16",
         fp16=hardware.precision == "fp16",
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
+        dataloader_pin_memory=hardware.device == "cuda",
         max_length=config.max_seq_length,
         completion_only_loss=True,  # loss on the answer (and its eos), never on the prompt
         eval_strategy="steps",
@@ -335,7 +364,7 @@ def train_experiment(config: ExperimentConfig, *, resume: bool = False, callback
         trainer.evaluate()  # the final loss is measured on the final weights
     metrics = collect_metrics(trainer.state, clock, hardware)
     if trainer.is_world_process_zero():
-        write_outputs(config, trainer, tokenizer, metrics, hardware)
+        write_outputs(config, trainer, tokenizer, metrics)
     return {"name": config.name, "run_dir": str(config.run_dir), **metrics}
 
 
@@ -415,7 +444,7 @@ def peak_memory(hardware: Hardware) -> dict[str, Any]:
 # ---------------------------------------------------------------- outputs
 
 
-def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any], hardware: Hardware) -> None:
+def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any]) -> None:
     from training.chat import write_contract
     from training.provenance import stamp, write_json_atomic
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
+import mimetypes
 import logging
 import re
 import secrets
@@ -214,6 +216,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._lfs_batch(repo_type, f"{segs[0]}/{segs[1][:-4]}")
         if len(segs) >= 5 and segs[2] == "resolve" and method in ("GET", "HEAD"):
             return self._resolve(repo_type, f"{segs[0]}/{segs[1]}", segs[3:])
+        if len(segs) >= 5 and segs[2] == "blob" and method == "GET":
+            return self._blob(repo_type, f"{segs[0]}/{segs[1]}", segs[3:])
         raise HttpError(404, "Not Found")
 
     def _api(self, method: str, segs: list[str]):
@@ -494,6 +498,24 @@ class HubHandler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
 
+    def _blob(self, repo_type: str, repo_id: str, segs: list[str]):
+        """A page for people: Markdown (model cards) rendered as HTML, other files as they are.
+
+        Relative links in a card (its plots) resolve to sibling blob URLs, so images show.
+        """
+        self._readable(repo_type, repo_id)
+        resolved, path = self._split_rev(repo_type, repo_id, segs)
+        entry = resolved.commit["tree"].get(path)
+        if entry is None:
+            raise HttpError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": resolved.commit_id})
+        data = self.server.store.blob_path(entry["sha256"]).read_bytes()
+        if not path.endswith(".md"):
+            kind = mimetypes.guess_type(path)[0] or "text/plain; charset=utf-8"
+            return self._send(200, data, {"X-Repo-Commit": resolved.commit_id}, kind)
+        title = html.escape(f"{repo_id} @ {resolved.commit_id[:10]} : {path}")
+        page = f"<!doctype html><meta charset=utf-8><title>{title}</title><h3>{title}</h3>" + _markdown_html(data)
+        self._send(200, page.encode(), {"X-Repo-Commit": resolved.commit_id}, "text/html; charset=utf-8")
+
     # ---- writing -----------------------------------------------------------------------
     def _preupload(self, repo_type: str, repo_id: str, revision: str):
         files = self._json_body().get("files", [])
@@ -713,3 +735,18 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     return (start, end) if start <= end and start < size else None
+
+
+def _markdown_html(data: bytes) -> str:
+    """Card body as HTML (front matter shown as code); plain text when `markdown` is missing."""
+    text = data.decode("utf-8", errors="replace")
+    front = ""
+    if text.startswith("---\n") and "\n---" in text[4:]:
+        end = text.index("\n---", 4)
+        front, text = text[4:end], text[end + 4:].lstrip("-\n")
+    head = f"<pre>{html.escape(front)}</pre>" if front else ""
+    try:
+        import markdown
+    except ImportError:
+        return head + f"<pre>{html.escape(text)}</pre>"
+    return head + markdown.markdown(html.escape(text, quote=False), extensions=["tables", "fenced_code"])

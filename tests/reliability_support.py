@@ -1,0 +1,154 @@
+"""Shared by the reliability tests (test_bad_inputs, test_faults, test_secrets; RELIABILITY.md).
+
+`build_cli_pipeline` runs the real pipeline as a user would, one `python -m ...` process per step
+(prepare -> train -> evaluate -> push -> deploy-space) against the local Hub server, with a
+recognisable write token in HF_TOKEN, and keeps every step's output for the secrets checks; the
+fault tests push its artifacts again under fresh repository names.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SECRET_PREFIX = "hf_local_SECRET"
+EXPERIMENT = "alpha"  # the one experiment the pipeline trains (branch exp/alpha)
+MEDQA_ROWS = [
+    {"question": "Which vitamin deficiency causes scurvy?", "answer_idx": "C",
+     "options": {"A": "Vitamin A", "B": "Vitamin D", "C": "Vitamin C", "D": "Vitamin K"}},
+    {"question": "Which organ secretes insulin?", "answer_idx": "B",
+     "options": {"A": "Liver", "B": "Pancreas", "C": "Spleen", "D": "Kidney"}},
+]
+
+
+def cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m <module> args...` from the repo root, output captured as text."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_hub(*argv: str) -> tuple[int, str]:
+    """`python -m hub ...` in the test process (no import cost), stdout and stderr captured together."""
+    from hub.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+def check_one_line_error(code: int, stderr: str, expected_code: int, fragment: str) -> str:
+    """The error contract: the documented exit code, exactly one `error:` line, no traceback."""
+    assert code == expected_code, f"exit {code}, expected {expected_code}; stderr:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
+    return errors[0]
+
+
+def digests(*paths: Path) -> dict[str, str]:
+    """sha256 of every file under the given files or folders, to prove nothing was modified."""
+    files = []
+    for path in map(Path, paths):
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def add_token(data_dir: Path, token: str, user: str, role: str = "write") -> str:
+    """Register a token of our choosing (ensure_token makes random ones) in the server's tokens.json."""
+    from hub.server import auth
+    from training.provenance import write_json_atomic
+
+    with auth._lock:
+        tokens = auth.load_tokens(data_dir)
+        tokens[token] = {"user": user, "role": role}
+        write_json_atomic(auth.tokens_path(data_dir), {"tokens": tokens})
+    return token
+
+
+def write_hub_yaml(folder: Path, work: Path, namespace: str, suffix: str, **settings) -> Path:
+    """configs/hub.yaml for `work`'s artifacts, repositories named after `suffix` (fresh per test)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"namespace": namespace, "dataset_repo": f"data-{suffix}", "adapter_repo": f"adapter-{suffix}",
+              "space_repo": f"space-{suffix}", "space_hardware": "t4-small",
+              "data_dir": str(work / "data" / "processed"), "runs_dir": str(work / "runs"),
+              "eval_dir": str(work / "eval"), **settings}
+    (folder / "hub.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return folder
+
+
+@dataclass
+class CliPipeline:
+    work: Path
+    config_dir: Path
+    token: str
+    suffix: str  # of the repository names
+    repos: dict[str, str]  # dataset / adapter / space -> repo id
+    outputs: dict[str, str] = field(default_factory=dict)  # step -> stdout + stderr
+
+
+def build_cli_pipeline(work: Path, hub_server, tiny_base: Path, sample_flashcards: Path) -> CliPipeline:
+    import uuid
+
+    token = add_token(hub_server.data_dir, f"{SECRET_PREFIX}_{uuid.uuid4().hex}", hub_server.user)
+    configs = work / "configs"
+    (configs / "experiments").mkdir(parents=True)
+    (configs / "data.yaml").write_text(yaml.safe_dump({
+        "source": str(sample_flashcards), "revision": None, "tokenizer": str(tiny_base), "tokenizer_revision": None,
+        "max_examples": 40, "output_dir": str(work / "data" / "processed")}), encoding="utf-8")
+    (configs / "experiments" / f"{EXPERIMENT}.yaml").write_text(yaml.safe_dump({
+        "base_model": str(tiny_base), "base_revision": None, "data_dir": str(work / "data" / "processed"),
+        "runs_dir": str(work / "runs"), "learning_rate": 5e-3, "max_steps": 2, "eval_steps": 2,
+        "logging_steps": 1, "save_steps": 2, "per_device_batch_size": 2, "effective_batch_size": 2,
+        "max_seq_length": 96, "quantization": "none", "precision": "fp32", "lora": {"r": 4, "alpha": 8}}))
+    medqa = work / "medqa.jsonl"
+    medqa.write_text("".join(json.dumps(row) + "\n" for row in MEDQA_ROWS), encoding="utf-8")
+    suffix = uuid.uuid4().hex[:8]
+    write_hub_yaml(configs, work, hub_server.user, suffix)
+    pipeline = CliPipeline(work, configs, token, suffix, {kind: f"{hub_server.user}/{kind if kind != 'dataset' else 'data'}-{suffix}"
+                                                          for kind in ("dataset", "adapter", "space")})
+    steps = {
+        "prepare": ("training", "prepare", "--config", configs / "data.yaml"),
+        "train": ("training", "train", "--all", "--config-dir", configs),
+        "evaluate": ("training", "evaluate", "--config-dir", configs, "--data-dir", work / "data" / "processed",
+                     "--runs-dir", work / "runs", "--output-dir", work / "eval", "--limit", "3",
+                     "--max-new-tokens", "4", "--medqa", medqa, "--medqa-limit", "2", "--set", "bootstrap_resamples=20"),
+        "push": ("hub", "push", "--config-dir", configs),
+        "deploy-space": ("hub", "deploy-space", "--config-dir", configs),
+    }
+    with server_log() as log:
+        for step, (module, *args) in steps.items():
+            result = cli(module, *args, env={"HF_TOKEN": token})
+            pipeline.outputs[step] = result.stdout + result.stderr
+            assert result.returncode == 0, f"{step} failed:\n{pipeline.outputs[step][-4000:]}"
+    pipeline.outputs["hub server log"] = "\n".join(log)
+    return pipeline
+
+
+@contextlib.contextmanager
+def server_log():
+    """The local Hub server's log lines (INFO: one per request) while the block runs."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("hub.server")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -1,0 +1,90 @@
+"""`make demo` end to end: from a copy of the repo with nothing generated, the demo leaves a
+running Space that a headless browser gets an answer from, and a model card on the local Hub
+that shows the adapter beating the base in perplexity."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from demo_support import copy_repo, free_port
+from space_support import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.slow]
+READY = "Press Ctrl-C to stop"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = copy_repo(tmp_path_factory.mktemp("demo-repo"))
+    log_path = root / "demo.log"
+    hub_port, space_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub", "demo", "--hub-port", str(hub_port), "--space-port", str(space_port)],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+    deadline = time.monotonic() + 900
+    while READY not in log_path.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    output = log_path.read_text()
+    assert READY in output, f"the demo did not get ready (exit {proc.poll()}):\n{output[-4000:]}"
+    yield {"root": root, "proc": proc, "output": output, "hub": f"http://127.0.0.1:{hub_port}",
+           "space": f"http://127.0.0.1:{space_port}"}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def test_demo_prints_the_urls_and_a_timing_table(demo):
+    assert demo["space"] in demo["output"]
+    assert re.search(r"Adapter model card:\s+http://127\.0\.0\.1:\d+/\S+/blob/main/README\.md", demo["output"])
+    assert re.search(r"total\s+\d+\.\d s", demo["output"])
+
+
+def test_fine_tuned_adapter_beats_base_in_perplexity_and_the_card_says_so(demo):
+    comparison = json.loads((demo["root"] / "artifacts/demo/eval/comparison.json").read_text())
+    best = json.loads((demo["root"] / "artifacts/demo/runs/best.json").read_text())["experiment"]
+    models = comparison["models"]
+    assert models[best]["perplexity"]["value"] < models["base"]["perplexity"]["value"]
+
+    url = re.search(r"Adapter model card:\s+(\S+)", demo["output"]).group(1)
+    page = urllib.request.urlopen(url, timeout=30).read().decode()
+    assert "<table>" in page and "perplexity" in page.lower()
+    assert "not" in page.lower() and "medical" in page.lower()  # the disclaimer travels with the card
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+def test_the_running_space_answers_in_a_browser(demo):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(demo["space"])
+        expect(page.locator("#disclaimer")).to_be_visible()
+        expect(page.locator("#served-revision")).to_contain_text("demo/")
+        box = page.get_by_test_id("textbox").first
+        box.fill("What is the first-line treatment for anaphylaxis?")
+        box.press("Enter")
+        expect(page.locator(".bot.message").last).not_to_be_empty(timeout=120_000)
+        browser.close()
+
+
+def test_ctrl_c_stops_the_space_and_the_hub_server(demo):
+    proc = demo["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    for url in (demo["space"], demo["hub"] + "/api/whoami-v2"):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)

@@ -1,0 +1,154 @@
+"""Padding-free batches compute exactly what padded batches compute, example by example."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from training.packing import (
+    enable_padding_free,
+    padding_free_collator,
+    real_tokens,
+    token_budget_batches,
+    TokenBudgetBatchSampler,
+)
+
+LENGTHS = (7, 19, 3, 12, 26, 9)
+
+
+@pytest.fixture()
+def tiny_model(tiny_base):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(str(tiny_base), dtype=torch.float32)
+
+
+@pytest.fixture()
+def examples(tiny_model):
+    generator = torch.Generator().manual_seed(7)
+    vocab = tiny_model.config.vocab_size
+    rows = []
+    for n in LENGTHS:
+        ids = torch.randint(3, vocab, (n,), generator=generator).tolist()
+        prompt = n // 3  # completion-only labels, as trl builds them
+        rows.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return rows
+
+
+def per_example_losses(logits_rows, examples) -> torch.Tensor:
+    """Summed next-token loss of each example; logits_rows[i] holds example i's logits from its first token."""
+    losses = []
+    for logits, row in zip(logits_rows, examples):
+        n = len(row["input_ids"])
+        losses.append(F.cross_entropy(logits[: n - 1], torch.tensor(row["labels"][1:]), ignore_index=-100,
+                                      reduction="sum"))
+    return torch.stack(losses)
+
+
+def padded_losses(model, examples) -> torch.Tensor:
+    width = max(len(r["input_ids"]) for r in examples)
+    ids = torch.zeros(len(examples), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(examples):
+        ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        mask[i, : len(r["input_ids"])] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return per_example_losses(list(logits), examples)
+
+
+def packed_losses(model, batch, examples, starts=None) -> torch.Tensor:
+    """Per-example losses read off the packed row at each example's start (default: the collator's boundaries)."""
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+    starts = starts or batch["cu_seq_lens_q"].tolist()
+    return per_example_losses([logits[s:] for s in starts[:-1]], examples)
+
+
+@pytest.mark.slow
+def test_padding_free_losses_and_gradients_equal_padded(tiny_model, examples):
+    model = tiny_model.eval()
+    with torch.no_grad():
+        reference = padded_losses(model, examples)
+    batch = padding_free_collator()(examples)
+    enable_padding_free(model)
+
+    packed = packed_losses(model, batch, examples)
+    torch.testing.assert_close(packed.detach(), reference, rtol=1e-5, atol=1e-5)
+
+    # The model's own loss over the packed row equals the token-mean over the padded batch...
+    loss = model(**batch).loss
+    n_labels = sum(sum(label != -100 for label in r["labels"][1:]) for r in examples)
+    torch.testing.assert_close(loss.detach(), reference.sum() / n_labels, rtol=1e-5, atol=1e-5)
+    # ...and so do its gradients.
+    loss.backward()
+    packed_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    (padded_losses(model, examples).sum() / n_labels).backward()
+    for packed_grad, p in zip(packed_grads, model.parameters()):
+        torch.testing.assert_close(packed_grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_example_boundaries_are_honoured(tiny_model, examples):
+    """Told the row is one sequence, the attention lets examples see each other: the boundaries matter."""
+    model = tiny_model.eval()
+    batch = padding_free_collator()(examples)
+    enable_padding_free(model)
+    with torch.no_grad():
+        right = packed_losses(model, batch, examples)
+        total = batch["input_ids"].shape[1]
+        merged = {**batch, "cu_seq_lens_q": torch.tensor([0, total], dtype=torch.int32), "max_length_q": total}
+        wrong = packed_losses(model, merged, examples, starts=batch["cu_seq_lens_q"].tolist())
+    assert torch.allclose(right[0], wrong[0])  # the first example sees nothing before it either way
+    assert (right[1:] - wrong[1:]).abs().min() > 1e-4
+
+
+@pytest.mark.slow
+def test_plain_sdpa_with_a_cache_mixes_examples(tiny_model, examples):
+    """Why enable_padding_free turns the cache off: transformers skips its packed-row mask when a cache exists."""
+    model = tiny_model.eval()
+    batch = padding_free_collator()(examples)
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    with torch.no_grad():
+        reference = padded_losses(model, examples)
+        mixed = packed_losses(model, {**inputs, "use_cache": True, "cu_seq_lens_q": batch["cu_seq_lens_q"]}, examples)
+    assert (mixed[1:] - reference[1:]).abs().max() > 1e-3
+
+
+def test_collator_restarts_positions_and_masks_first_labels(examples):
+    batch = padding_free_collator()(examples)
+    starts = batch["cu_seq_lens_q"].tolist()
+    assert starts == [0, *torch.tensor(LENGTHS).cumsum(0).tolist()]
+    assert batch["input_ids"].shape == (1, sum(LENGTHS))
+    for start, n in zip(starts, LENGTHS):
+        assert batch["position_ids"][0, start:start + n].tolist() == list(range(n))
+        assert batch["labels"][0, start].item() == -100
+    assert batch["max_length_q"] == max(LENGTHS)
+    assert real_tokens(batch) == sum(LENGTHS)
+    assert "attention_mask" not in batch
+
+
+def test_token_budget_batches_cover_every_example_once_within_budget():
+    lengths = [5, 40, 12, 33, 7, 21, 60, 2, 18, 9] * 3
+    batches = token_budget_batches(lengths, max_tokens=64, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert sum(lengths[i] for i in batch) <= 64 or len(batch) == 1
+    assert batches == token_budget_batches(lengths, max_tokens=64, seed=3)
+    assert batches != token_budget_batches(lengths, max_tokens=64, seed=4)
+    assert token_budget_batches([100, 3], max_tokens=50, seed=0) in ([[0], [1]], [[1], [0]])
+
+
+def test_sampler_reshuffles_each_epoch():
+    sampler = TokenBudgetBatchSampler([10] * 20, max_tokens=40, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert len(sampler) == len(first) == 5
+    assert sorted(i for b in second for i in b) == list(range(20))
+    assert first != second
+
+
+def test_budget_must_be_positive():
+    with pytest.raises(ValueError, match="max_tokens"):
+        token_budget_batches([1, 2], max_tokens=0, seed=0)
