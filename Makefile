@@ -54,8 +54,10 @@ demo: setup ## the whole product offline: data, train, eval, local Hub, push, Sp
 test: setup ## run the test suite
 	$(PY) -m pytest
 
-bench: setup ## CPU benchmarks (GPU ones: see bench/README.md)
-	$(PY) bench/run_cpu.py
+bench: setup ## CPU benchmarks, results in bench/results/ (GPU ones: see bench/README.md)
+	$(PY) bench/bench_prepare.py
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_demo.py
 
 clean: ## remove generated data, runs and evaluations (keeps .venv)
 	rm -rf data runs eval artifacts hub-data dry-run test-artifacts

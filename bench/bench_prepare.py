@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from training.config import DataConfig  # noqa: E402
 from training.prepare import prepare  # noqa: E402
-from training.provenance import hardware, library_versions, write_json_atomic  # noqa: E402
+from training.atomic import write_json_atomic  # noqa: E402
+from training.provenance import hardware, library_versions  # noqa: E402
 
 TARGET_S = 10.0
 RESULT = REPO_ROOT / "bench" / "results" / "prepare-cpu.json"

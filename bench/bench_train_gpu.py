@@ -108,7 +108,8 @@ def main(argv=None) -> int:
             gc.collect()
             torch.cuda.empty_cache() if device.type == "cuda" else None
         if peak and "tokens_per_s" in outcome:
-            outcome["mfu"] = round(outcome["tokens_per_s"] * 4 * TINYLLAMA_MATMUL_PARAMS / (peak * 1e12), 4)
+            # per GPU: the tokens of all processes over the matmul rate of all GPUs
+            outcome["mfu"] = round(outcome["tokens_per_s"] * 4 * TINYLLAMA_MATMUL_PARAMS / (peak * 1e12 * world), 4)
         results["recipes"][name] = {"recipe": recipe, **outcome}
         if rank == 0:
             print(f"{name}: {summarize(results['recipes'][name])}", flush=True)

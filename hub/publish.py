@@ -21,7 +21,7 @@ from hub.cards import Where, adapter_card, dataset_card
 from hub.config import HubConfig, load_hub_config
 from hub.verify import verify_revision
 from training.errors import ConfigError, HubError
-from training.provenance import write_json_atomic
+from training.atomic import replace_dir, write_json_atomic
 
 TAG_PATTERN = re.compile(r"^best-(\d+)$")
 ADAPTER_REPO_IGNORE = ["__pycache__", "*.pyc", ".DS_Store"]
@@ -140,10 +140,8 @@ def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
 
     namespace = config.namespace or "your-namespace"
     where = where_for(config, namespace, None)
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         dataset_dir = tmp / "dataset" / "main"
         for split, data in load_from_disk(str(inputs.data_dir)).items():
             data.to_parquet(str(dataset_dir / "data" / f"{split}-00000-of-00001.parquet"))
@@ -153,11 +151,8 @@ def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
         if inputs.best:
             best = inputs.experiment(inputs.best)
             stage_main(best, inputs, where, branch_name(config, best.name), tmp / "adapter" / "main")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    out = replace_dir(out.resolve(), fill)
     print(f"dry run: the contents of {where.dataset_repo}, {where.adapter_repo} are in {out}")
 
 

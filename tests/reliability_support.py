@@ -69,7 +69,7 @@ def digests(*paths: Path) -> dict[str, str]:
 def add_token(data_dir: Path, token: str, user: str, role: str = "write") -> str:
     """Register a token of our choosing (ensure_token makes random ones) in the server's tokens.json."""
     from hub.server import auth
-    from training.provenance import write_json_atomic
+    from training.atomic import write_json_atomic
 
     with auth._lock:
         tokens = auth.load_tokens(data_dir)

@@ -10,7 +10,6 @@ from training.packing import (
     padding_free_collator,
     real_tokens,
     token_budget_batches,
-    TokenBudgetBatchSampler,
 )
 
 LENGTHS = (7, 19, 3, 12, 26, 9)
@@ -139,16 +138,38 @@ def test_token_budget_batches_cover_every_example_once_within_budget():
     assert token_budget_batches([100, 3], max_tokens=50, seed=0) in ([[0], [1]], [[1], [0]])
 
 
-def test_sampler_reshuffles_each_epoch():
-    sampler = TokenBudgetBatchSampler([10] * 20, max_tokens=40, seed=0)
-    first = list(sampler)
-    sampler.set_epoch(1)
-    second = list(sampler)
-    assert len(sampler) == len(first) == 5
-    assert sorted(i for b in second for i in b) == list(range(20))
-    assert first != second
-
-
 def test_budget_must_be_positive():
     with pytest.raises(ValueError, match="max_tokens"):
         token_budget_batches([1, 2], max_tokens=0, seed=0)
+
+
+@pytest.mark.slow
+def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
+    """train.py's path: SFTTrainer(padding_free) + enable_padding_free reproduces the padded batch's loss."""
+    from training.chat import load_tokenizer
+    from training.config import DataConfig, ExperimentConfig, validate
+    from training.prepare import prepare
+    from training.sample import SAMPLE_PATH
+    from training.train import build_model, build_trainer, load_splits, plan_hardware
+
+    data_dir = tmp_path / "processed"
+    prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
+                       max_examples=24, output_dir=data_dir))
+    losses, batches = {}, {}
+    for padding_free in (False, True):
+        config = validate(ExperimentConfig, dict(
+            name="pf", base_model=str(tiny_base), base_revision=None, data_dir=str(data_dir),
+            runs_dir=str(tmp_path / "runs"), per_device_batch_size=8, effective_batch_size=8,
+            quantization="none", padding_free=padding_free), "test")
+        hardware = plan_hardware(config)
+        assert hardware.padding_free is padding_free
+        tokenizer = load_tokenizer(str(tiny_base))
+        model = build_model(config, hardware).eval()
+        trainer = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer), eval_on_start=False)
+        batch = next(iter(trainer.get_eval_dataloader()))  # evaluation order: no shuffling
+        batches[padding_free] = batch
+        with torch.no_grad():
+            losses[padding_free] = trainer.compute_loss(model, trainer._prepare_inputs(batch))
+    assert "attention_mask" not in batches[True] and batches[True]["input_ids"].shape[0] == 1
+    assert real_tokens(batches[True]) == real_tokens(batches[False])
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-5)

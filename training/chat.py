@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from training.config import GenerationConfig, validate
 from training.errors import ConfigError, DataError, HubError
-from training.provenance import write_json_atomic
+from training.atomic import write_json_atomic
 
 # TinyLlama-1.1B-Chat-v1.0's (Zephyr-style) template, re-typed so the tiny base speaks the same format.
 TINYLLAMA_CHAT_TEMPLATE = (

@@ -119,6 +119,12 @@ class ExperimentConfig(StrictModel):
         "auto", description="auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    padding_free: Literal["auto"] | bool = Field(
+        "auto",
+        description="each micro-batch's examples as one unpadded row (training/packing.py: same losses, no "
+        "compute on padding); auto: on with CUDA. Batch sizes and steps per epoch are unchanged; on a GPU, "
+        "raise per_device_batch_size (e.g. 64-128) to fill it",
+    )
     eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps")
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
     save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)")
@@ -280,7 +286,9 @@ class EvalConfig(StrictModel):
     output_dir: Path = Field(Path("eval"), description="where eval/<model>/, comparison.* and plots/ go")
     models: list[str] | None = Field(None, description="evaluate only these ('base' and/or experiment names); None: all")
     limit: int | None = Field(None, gt=0, description="evaluate only the first N test examples")
-    batch_size: int = Field(16, gt=0, description="sequences per forward pass")
+    batch_size: int | None = Field(
+        None, gt=0, description="sequences per forward pass; None: 16, and 256 for generation on a GPU"
+    )
     max_new_tokens: int = Field(128, gt=0, le=4096, description="generated answer length cap (greedy decoding)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")
     medqa: str | None = Field(

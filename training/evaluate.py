@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.atomic import replace_dir, write_json_atomic, write_text_atomic
 from training.config import CONFIG_DIR, DEFAULT_SYSTEM_PROMPT, TINYLLAMA_ID, TINYLLAMA_REVISION, EvalConfig
 from training.errors import ConfigError, DataError
 
@@ -168,14 +167,18 @@ def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalC
     from training.medqa import score_questions
 
     model, tokenizer = load_model(spec.base_model, spec.base_revision, spec.adapter_dir, config.precision)
+    # Decoding is memory-bound: a GPU answers 256 questions about as fast as 16. Scoring holds
+    # full-vocabulary logits, so it keeps the small batch.
+    batch_size = config.batch_size or 16
+    generation_batch = config.batch_size or (256 if model.device.type == "cuda" else 16)
     started = time.perf_counter()
-    predictions = generate(model, tokenizer, test["prompt"], config.batch_size, config.max_new_tokens)
+    predictions = generate(model, tokenizer, test["prompt"], generation_batch, config.max_new_tokens)
     generation_s = time.perf_counter() - started
-    likelihoods = completion_log_likelihoods(model, tokenizer, test["prompt"], test["completion"], config.batch_size)
+    likelihoods = completion_log_likelihoods(model, tokenizer, test["prompt"], test["completion"], batch_size)
     medqa = None
     if questions:
         system_prompt = report.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
-        medqa = score_questions(model, tokenizer, questions, system_prompt, config.batch_size)
+        medqa = score_questions(model, tokenizer, questions, system_prompt, batch_size)
     total_s = time.perf_counter() - started
     del model
     if torch.cuda.is_available():
@@ -201,7 +204,7 @@ def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalC
         write_jsonl(folder / "predictions.jsonl", records)
         if medqa:
             write_jsonl(folder / "medqa.jsonl", medqa)
-        provenance.write_json_atomic(folder / "metrics.json", run_info)
+        write_json_atomic(folder / "metrics.json", run_info)
 
     return replace_dir(Path(config.output_dir) / spec.name, write)
 
@@ -243,8 +246,6 @@ def adapter_info(adapter_dir: Path | None) -> dict | None:
 def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
     """Metrics with CIs for every model folder in output_dir, paired against base, then tables and plots."""
     from training import plots
-    from training.provenance import write_json_atomic
-
     output_dir = Path(output_dir)
     names = sorted((p.parent.name for p in output_dir.glob("*/predictions.jsonl")), key=lambda n: (n != BASE, n))
     statistics = {name: model_statistics(output_dir / name) for name in names}
@@ -382,28 +383,3 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
-def replace_dir(final: Path, write) -> Path:
-    """Fill a temporary folder, then swap it in, so a failure never leaves a half-written result."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        write(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final

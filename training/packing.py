@@ -1,8 +1,8 @@
 """Padding-free training: a micro-batch is one row of whole examples laid end to end.
 
 Why: the flashcards are short (median ~110 tokens, p95 ~280), so padded batches spend much of the
-GPU on pad tokens, and the small batches that avoid padding leave it idle. Here a micro-batch holds
-as many whole examples as fit a token budget, concatenated into one row with no padding at all.
+GPU on pad tokens, and the small batches that avoid padding leave it idle. Here a micro-batch's
+examples are concatenated into one row with no padding at all, so large batches cost only real tokens.
 
 Exactness: the math is the same as the padded computation, example by example.
 - `position_ids` restart at 0 for every example (rotary positions as if it stood alone);
@@ -15,14 +15,15 @@ derived from `position_ids` only when no cache exists, but a model whose config 
 builds one even in training without gradient checkpointing, so examples silently attend to each
 other; and even when detected, `sdpa` gets a dense (tokens x tokens) mask, quadratic in the row.
 
-The collator is transformers' `DataCollatorWithFlattening`; this module adds the token-budget
-batches and the attention function.
+Batches come from trl's padding-free collator in `training.train`, or from transformers'
+`DataCollatorWithFlattening` (`padding_free_collator`, same fields) in the benchmarks and tests;
+this module adds the attention function and token-budget batches (bench/bench_train_gpu.py).
 """
 from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -53,28 +54,6 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> 
     if current:
         batches.append(current)
     return batches
-
-
-class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """`batch_sampler` for a DataLoader: a fresh shuffle each epoch (`set_epoch`), same seed same order."""
-
-    def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 42):
-        self.lengths = list(lengths)
-        self.max_tokens = max_tokens
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        return token_budget_batches(self.lengths, self.max_tokens, self.seed + self.epoch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        return len(self._batches())
 
 
 def padding_free_collator():

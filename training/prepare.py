@@ -11,16 +11,15 @@ import argparse
 import hashlib
 import json
 import random
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from training.clean import Row, clean_rows
 from training.config import CONFIG_DIR, DataConfig, dump, load_config
 from training.errors import DataError
-from training.provenance import stamp, write_json_atomic
+from training.atomic import replace_dir, write_json_atomic
+from training.provenance import stamp
 
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
@@ -163,24 +162,12 @@ def fingerprint(records: dict[str, list[dict]]) -> str:
 
 
 def write_output(output_dir: Path, records: dict[str, list[dict]], report: dict[str, Any]) -> None:
-    """Write into a temp folder beside `output_dir`, then swap it in with renames."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    old = output_dir.parent / f".{output_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-    try:
+    """The DatasetDict and its report, swapped in whole: never half-written."""
+    def fill(tmp: Path) -> None:
         to_dataset_dict(records, report["fingerprint"]).save_to_disk(str(tmp))
         write_json_atomic(tmp / REPORT_FILE, report)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if output_dir.exists():
-            output_dir.rename(old)
-        tmp.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not output_dir.exists():
-            old.rename(output_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+
+    replace_dir(output_dir, fill)
 
 
 def to_dataset_dict(records: dict[str, list[dict]], data_fingerprint: str):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
+from training.atomic import replace_dir
 from training.chat import TINYLLAMA_CHAT_TEMPLATE
 from training.config import DEFAULT_SYSTEM_PROMPT
 
@@ -52,21 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
 def build_tiny_base(out_dir: str | Path) -> Path:
     """Build the tokenizer and model into a temp folder beside `out_dir`, then swap it in."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def fill(tmp: Path) -> None:
         tokenizer = build_tokenizer()
         tokenizer.save_pretrained(tmp)
         build_model(len(tokenizer)).save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return replace_dir(out_dir, fill)
 
 
 def training_corpus() -> list[str]:

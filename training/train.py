@@ -18,7 +18,6 @@ import logging
 import os
 import resource
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from training.config import (
     experiment_path,
     load_config,
 )
+from training.atomic import replace_dir, write_json_atomic, write_text_atomic
 from training.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
 
 SPLITS = ("train", "validation", "test")
@@ -80,6 +80,7 @@ class Hardware:
     quantize: bool  # 4-bit NF4 base weights (QLoRA)
     precision: str  # "bf16", "fp16" or "fp32"
     world_size: int  # processes under DDP
+    padding_free: bool = False  # micro-batches as one unpadded row (training/packing.py)
 
     @property
     def dtype(self):
@@ -109,7 +110,8 @@ def plan_hardware(config: ExperimentConfig) -> Hardware:
         raise EnvironmentProblem(f"experiment '{config.name}': precision fp16 needs a CUDA GPU; use fp32 or auto")
     elif precision == "bf16" and cuda and not bf16:
         raise EnvironmentProblem(f"experiment '{config.name}': this GPU has no bf16; use fp16 or auto")
-    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size())
+    padding_free = cuda if config.padding_free == "auto" else config.padding_free
+    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size(), padding_free)
 
 
 def accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
@@ -280,7 +282,12 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)  # adapters stay fp32 under bf16/fp16 base weights
+    model = get_peft_model(model, lora)  # adapters stay fp32 under bf16/fp16 base weights
+    if hardware.padding_free:
+        from training.packing import enable_padding_free
+
+        enable_padding_free(model)
+    return model
 
 
 def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_start: bool):
@@ -330,11 +337,23 @@ def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer
     return SFTTrainer(
         model=model,
         args=training_arguments(config, hardware, eval_on_start=eval_on_start),
+        data_collator=padding_free_collator(tokenizer) if hardware.padding_free else None,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=tokenizer,
         callbacks=[tensorboard, *callbacks],
     )
+
+
+def padding_free_collator(tokenizer):
+    """trl's own collator in padding-free mode: each micro-batch as one row with restarting position_ids.
+
+    Passed as a collator rather than SFTConfig(padding_free=True), which refuses max_length (its collator
+    does not truncate), whereas trl's dataset preparation already truncates every example to max_length.
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
 
 
 # ---------------------------------------------------------------- one run
@@ -446,7 +465,7 @@ def peak_memory(hardware: Hardware) -> dict[str, Any]:
 
 def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any]) -> None:
     from training.chat import write_contract
-    from training.provenance import stamp, write_json_atomic
+    from training.provenance import stamp
 
     report = json.loads((config.data_dir / "data_report.json").read_text(encoding="utf-8"))
 
@@ -455,7 +474,7 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
         tokenizer.save_pretrained(str(folder))  # carries the chat template
         write_contract(folder, report.get("system_prompt"), config.generation)
 
-    replace_dir_atomic(config.run_dir / "adapter", save)
+    replace_dir(config.run_dir / "adapter", save)
     write_json_atomic(config.run_dir / "metrics.json", metrics)
     write_json_atomic(config.run_dir / "provenance.json", {
         **stamp(),
@@ -467,34 +486,8 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
     })
 
 
-def replace_dir_atomic(dest: Path, fill) -> None:
-    """Build a folder beside `dest`, then swap it in: readers see the old folder or the new one, never half."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        fill(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def update_best(runs_dir: Path) -> dict[str, Any] | None:
     """runs/best.json: the run with the lowest best validation loss among those present."""
-    from training.provenance import write_json_atomic
-
     candidates = {}
     for metrics_file in sorted(Path(runs_dir).glob("*/metrics.json")):
         loss = json.loads(metrics_file.read_text(encoding="utf-8")).get("best_eval_loss")

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.provenance import write_json_atomic
+from training.atomic import write_json_atomic
 
 ROLES = ("read", "write")
 TOKEN_PREFIX = "hf_local_"
@@ -47,8 +47,7 @@ def ensure_token(data_dir: str | Path, user: str, role: str) -> str:
         tokens = load_tokens(data_dir)
         tokens[token] = {"user": user, "role": role}
         path = tokens_path(data_dir)
-        write_json_atomic(path, {"tokens": tokens})
-        os.chmod(path, 0o600)
+        write_json_atomic(path, {"tokens": tokens}, mode=0o600)
     return token
 
 

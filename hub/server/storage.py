@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from training.provenance import write_json_atomic
+from training.atomic import write_json_atomic
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCH = "main"
