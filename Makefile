@@ -12,10 +12,10 @@ HUB_DIR ?= hub-data
 HUB_PORT ?= 8089
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval push space serve tiny-base demo test bench clean
+.PHONY: help setup data train eval push push-check space serve tiny-base demo test bench clean
 
 help: ## list every target with one line each
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ setup: $(VENV)/.installed ## create .venv and install everything (runs automatic
 data: setup ## clean, split and chat-format the flashcards (configs/data.yaml)
 	$(PY) -m training prepare --config $(CONFIG_DIR)/data.yaml
 
-train: data ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
-	$(if $(filter push,$(MAKECMDGOALS)),$(PY) -m hub push --check --config-dir $(CONFIG_DIR))
+# `make train push` checks the token and write access before any data or training work.
+train: $(if $(filter push,$(MAKECMDGOALS)),push-check) data ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
 	$(PY) -m training train --config-dir $(CONFIG_DIR) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),--all)
 
 eval: setup ## evaluate the base model and every trained adapter
@@ -38,6 +38,9 @@ eval: setup ## evaluate the base model and every trained adapter
 
 push: eval ## publish dataset, adapters (one branch each) and model cards to the Hub
 	$(PY) -m hub push --config-dir $(CONFIG_DIR)
+
+push-check: setup ## check the Hub token and write access (first step of `make train push`)
+	$(PY) -m hub push --check --config-dir $(CONFIG_DIR)
 
 space: setup ## create or update the Gradio Space serving the best adapter
 	$(PY) -m hub deploy-space --config-dir $(CONFIG_DIR)

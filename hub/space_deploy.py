@@ -7,6 +7,8 @@ Space serves a fixed, tested revision until the next deploy.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from hub.auth import current_token, hub_errors, preflight_config
@@ -40,16 +42,29 @@ def deploy(config: HubConfig) -> str:
     api = HfApi(token=token)
     variables = pinned_variables(api, ids["adapter"], token, config)
     space = ids["space"]
-    with hub_errors(f"cannot deploy the Space {space}", token):
+    with hub_errors(f"cannot deploy the Space {space}", token), tempfile.TemporaryDirectory() as tmp:
+        staged = stage_space(config.space_dir, Path(tmp) / "space", variables, ids["dataset"])
         repo = api.create_repo(space, repo_type="space", space_sdk="gradio", private=config.private, exist_ok=True)
         api.upload_folder(
-            repo_id=space, repo_type="space", folder_path=config.space_dir, delete_patterns="*",
-            ignore_patterns=ADAPTER_REPO_IGNORE, commit_message=f"Deploy, adapter {variables['ADAPTER_REVISION'][:12]}",
+            repo_id=space, repo_type="space", folder_path=staged, delete_patterns="*",
+            commit_message=f"Deploy, adapter {variables['ADAPTER_REVISION'][:12]}",
         )
         for key, value in variables.items():
             api.add_space_variable(space, key, value)
         api.request_space_hardware(space, config.space_hardware)
     return repo.url
+
+
+def stage_space(space_dir: Path, dest: Path, variables: dict[str, str], dataset_repo: str) -> Path:
+    """space/ as uploaded: its card's `models` and `datasets` name what this deploy serves."""
+    from huggingface_hub import SpaceCard
+
+    shutil.copytree(space_dir, dest, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE))
+    card = SpaceCard.load(dest / "README.md")
+    card.data.models = list(dict.fromkeys([variables["BASE_MODEL"], variables["ADAPTER_REPO"]]))
+    card.data.datasets = list(dict.fromkeys([*(card.data.datasets or []), dataset_repo]))
+    card.save(dest / "README.md")
+    return dest
 
 
 def pinned_variables(api, adapter_repo: str, token: str, config: HubConfig) -> dict[str, str]:

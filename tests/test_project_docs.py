@@ -49,3 +49,10 @@ def test_make_help_lists_every_target_with_one_line():
     listed = dict(re.findall(r"^  make (\S+)\s+(.+)$", make("help"), re.M))
     assert sorted(listed) == sorted(phony_targets())
     assert all(len(text) > 10 for text in listed.values())
+
+
+def test_train_checks_hub_access_first_when_push_follows():
+    ran = make("-n", "train", "push").splitlines()
+    check = ran.index(".venv/bin/python -m hub push --check --config-dir configs")
+    first_work = next(i for i, line in enumerate(ran) if "-m training prepare" in line)
+    assert check < first_work

@@ -269,6 +269,9 @@ def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, ti
                                          {"HF_ENDPOINT": hub_server.url, "HF_TOKEN": hub_server.write_token})
     assert (checkout / "app.py").read_bytes() == (REPO_ROOT / "space" / "app.py").read_bytes()
     assert read_back == variables
+    card = api.space_info(published.space).card_data
+    assert card.models == [str(tiny_base), published.adapter]
+    assert published.dataset in card.datasets and card.sdk_version
 
 
 @pytest.mark.slow
@@ -310,3 +313,14 @@ def test_preflight_fails_fast_with_one_line(hub_server, monkeypatch, token, mess
         preflight([f"{hub_server.user}/anything"])
     assert "\n" not in str(caught.value)
     assert hub_server.read_token not in str(caught.value) and "hf_not_a_real_token" not in str(caught.value)
+
+
+def test_push_check_runs_before_training_and_needs_a_write_token(hub_server, monkeypatch, tmp_path):
+    """`make train push` calls `hub push --check` first, so a missing token fails before training."""
+    (tmp_path / "hub.yaml").write_text(f"namespace: {hub_server.user}\n")
+    monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
+    code, output = run_hub("push", "--check", "--config-dir", str(tmp_path))
+    assert code == 0 and f"{hub_server.user}/tinyllama-medqa-lora" in output
+    monkeypatch.setenv("HF_TOKEN", hub_server.read_token)
+    code, output = run_hub("push", "--check", "--config-dir", str(tmp_path))
+    assert code == 4 and output.startswith("error:") and output.count("\n") == 1
