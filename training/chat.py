@@ -66,11 +66,20 @@ def format_prompt(tokenizer, system_prompt: str, question: str) -> str:
 
 def format_example(tokenizer, system_prompt: str, question: str, answer: str) -> dict[str, Any]:
     """One training row: `prompt + completion` is the training text exactly."""
-    return {
-        "messages": build_messages(system_prompt, question, answer),
-        "prompt": format_prompt(tokenizer, system_prompt, question),
-        "completion": answer + tokenizer.eos_token,
-    }
+    return format_examples(tokenizer, system_prompt, [(question, answer)])[0]
+
+
+def format_examples(tokenizer, system_prompt: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """`format_example` for many (question, answer) pairs; one batched template call renders them faster."""
+    if not pairs:
+        return []
+    prompts = tokenizer.apply_chat_template(
+        [build_messages(system_prompt, q) for q, _ in pairs], add_generation_prompt=True, tokenize=False
+    )
+    return [
+        {"messages": build_messages(system_prompt, q, a), "prompt": prompt, "completion": a + tokenizer.eos_token}
+        for (q, a), prompt in zip(pairs, prompts)
+    ]
 
 
 def write_contract(folder: str | Path, system_prompt: str, generation: GenerationConfig) -> Path:

@@ -121,13 +121,11 @@ def split_by_question(rows: list[Row], fractions: tuple[float, float, float], se
 
 
 def format_rows(tokenizer, system_prompt: str, rows: list[Row]) -> list[dict[str, Any]]:
-    from training.chat import format_example
+    from training.chat import format_examples
 
-    return [
-        {"id": row.id, "question": row.question, "answer": row.answer,
-         **format_example(tokenizer, system_prompt, row.question, row.answer)}
-        for row in rows
-    ]
+    formatted = format_examples(tokenizer, system_prompt, [(row.question, row.answer) for row in rows])
+    return [{"id": row.id, "question": row.question, "answer": row.answer, **example}
+            for row, example in zip(rows, formatted)]
 
 
 def length_stats(tokenizer, rows: list[Row]) -> dict[str, Any]:
