@@ -17,7 +17,9 @@ from training.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
-# Pinned upstream revisions, so a rerun reads the same bytes.
+# Upstream revisions. The base model is pinned to a commit, so a rerun loads the same weights.
+# The dataset's commit could not be looked up offline when this was written: `main` is resolved
+# to its commit sha at prepare time and recorded in data_report.json; set a sha here to pin it.
 TINYLLAMA_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 TINYLLAMA_REVISION = "fe8a4ea1ffedaf415f4da2f062534de366a451e6"
 FLASHCARDS_ID = "medalpaca/medical_meadow_medical_flashcards"

@@ -79,6 +79,7 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int) -> list[str]:
     """Greedy answers, stopping at eos; special tokens stripped."""
+    from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
     config = GenerationConfig(
@@ -87,11 +88,14 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_
     )
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     answers: list[str] = [""] * len(prompts)
+    progress = tqdm(total=len(prompts), desc="generating", unit="q", leave=False)
     for batch in length_sorted_batches([len(e) for e in encoded], batch_size):
         ids, mask = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id, model.device)
         output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         for row, i in enumerate(batch):
             answers[i] = tokenizer.decode(output[row, ids.shape[1]:], skip_special_tokens=True).strip()
+        progress.update(len(batch))
+    progress.close()
     return answers
 
 
