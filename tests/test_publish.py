@@ -7,8 +7,6 @@ records the refs after each push for the tests to compare.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -16,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from reliability_support import run_hub
 
 from hub.auth import preflight
-from hub.cli import main as hub_main
 from training.errors import EXIT_VERIFY, HubError
 
 MEDQA_ROWS = [
@@ -75,14 +73,6 @@ def write_hub_config(folder: Path, pipeline: Path, **settings) -> Path:
               "eval_dir": str(pipeline / "eval"), "space_hardware": "t4-small", **settings}
     (folder / "hub.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return folder
-
-
-def run_hub(*argv: str) -> tuple[int, str]:
-    """`python -m hub ...` in-process, with its stdout and stderr captured."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = hub_main(list(argv))
-    return code, out.getvalue()
 
 
 def snapshot_refs(published: Published) -> dict:

@@ -456,12 +456,17 @@ class HubHandler(BaseHTTPRequestHandler):
         ]
         self._paginate(items, COMMITS_PAGE)
 
-    def _resolve(self, repo_type: str, repo_id: str, segs: list[str]):
+    def _entry(self, repo_type: str, repo_id: str, segs: list[str]):
+        """(resolved revision, path, tree entry) for `rev/path...`; 404 EntryNotFound if absent."""
         self._readable(repo_type, repo_id)
         resolved, path = self._split_rev(repo_type, repo_id, segs)
         entry = resolved.commit["tree"].get(path)
         if entry is None:
             raise HttpError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": resolved.commit_id})
+        return resolved, path, entry
+
+    def _resolve(self, repo_type: str, repo_id: str, segs: list[str]):
+        resolved, path, entry = self._entry(repo_type, repo_id, segs)
         size = entry["size"]
         headers = {
             "X-Repo-Commit": resolved.commit_id,
@@ -503,11 +508,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
         Relative links in a card (its plots) resolve to sibling blob URLs, so images show.
         """
-        self._readable(repo_type, repo_id)
-        resolved, path = self._split_rev(repo_type, repo_id, segs)
-        entry = resolved.commit["tree"].get(path)
-        if entry is None:
-            raise HttpError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": resolved.commit_id})
+        resolved, path, entry = self._entry(repo_type, repo_id, segs)
         data = self.server.store.blob_path(entry["sha256"]).read_bytes()
         if not path.endswith(".md"):
             kind = mimetypes.guess_type(path)[0] or "text/plain; charset=utf-8"
