@@ -750,4 +750,6 @@ def _markdown_html(data: bytes) -> str:
         import markdown
     except ImportError:
         return head + f"<pre>{html.escape(text)}</pre>"
-    return head + markdown.markdown(html.escape(text, quote=False), extensions=["tables", "fenced_code"])
+    # Raw HTML in a card stays text (`<` escaped); `>` is left alone, it starts Markdown quotes.
+    inert = text.replace("&", "&amp;").replace("<", "&lt;")
+    return head + markdown.markdown(inert, extensions=["tables", "fenced_code"])
