@@ -6,7 +6,6 @@ to the user's namespace. The file is created with mode 0600; tokens are never lo
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 from dataclasses import dataclass
