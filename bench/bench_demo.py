@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from demo_support import copy_repo, free_port  # noqa: E402
+from demo_support import copy_repo  # noqa: E402
+from space_support import free_port  # noqa: E402
 from training.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
 

@@ -20,7 +20,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import environment, load_flashcards, write_json  # noqa: E402
+from bench.common import environment, load_flashcards  # noqa: E402
+from training.atomic import write_json_atomic  # noqa: E402
 
 SHARED_FLASHCARDS = REPO_ROOT.parent / "shared" / "data" / "flashcards" / "medical_flashcards_test_3396.json"
 TARGET_S = 60.0
@@ -56,8 +57,7 @@ def main() -> int:
         return 1
 
     import torch
-    from transformers import AutoTokenizer
-
+    from training.chat import load_tokenizer
     from training.config import EvalConfig
     from training.evaluate import evaluate
     from training.tiny_base import build_tiny_base
@@ -68,7 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         tmp = Path(tmp)
         base = build_tiny_base(tmp / "tiny-base")
-        data = prepared_dataset(tmp / "data", AutoTokenizer.from_pretrained(str(base)), args.questions)
+        data = prepared_dataset(tmp / "data", load_tokenizer(base), args.questions)
         config = EvalConfig(
             base_model=str(base), data_dir=data, runs_dir=tmp / "runs", output_dir=tmp / "eval", medqa=None,
             batch_size=args.batch_size, **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}),
@@ -94,7 +94,7 @@ def main() -> int:
         "load_average_1m_before": round(load_before[0], 2),
         "environment": environment(),
     }
-    write_json(args.out, result)
+    write_json_atomic(args.out, result)
     print(json.dumps({k: result[k] for k in ("questions", "wall_s", "generation_s", "meets_target")}))
     return 0 if result["meets_target"] else 1
 

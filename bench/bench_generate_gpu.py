@@ -28,8 +28,9 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    environment, load_flashcards, peak_memory_gb, random_base_model, synchronize, write_json,
+    environment, load_flashcards, peak_memory_gb, random_base_model, synchronize,
 )
+from training.atomic import write_json_atomic  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 
@@ -72,18 +73,18 @@ def main(argv=None) -> int:
         results["evaluation"][f"dynamic_b{batch_size}"] = guarded(
             lambda: eval_generation(model, tokenizer, prompts[:4 * batch_size], batch_size, args.max_new_tokens,
                                     device))
-        report(results, args.out)
+        write_json_atomic(args.out, results)
     if args.static_batch_size:
         results["evaluation"][f"static_compiled_b{args.static_batch_size}"] = guarded(
             lambda: eval_generation(model, tokenizer, prompts, args.static_batch_size, args.max_new_tokens, device,
                                     cache_implementation="static", warm=True))
-        report(results, args.out)
+        write_json_atomic(args.out, results)
     question = rows[0]["question"]
     for cache in (None, "static"):
         results["space"][cache or "dynamic"] = guarded(
             lambda: stream_latency(model, tokenizer, format_prompt(tokenizer, DEFAULT_SYSTEM_PROMPT, question),
                                    args.max_new_tokens, args.stream_runs, cache))
-        report(results, args.out)
+        write_json_atomic(args.out, results)
     print_table(results)
     return 0
 
@@ -213,10 +214,6 @@ def stream_latency(model, tokenizer, prompt, max_new_tokens, runs, cache_impleme
     return {"runs": len(timed), "prompt_tokens": ids.shape[1], "ttft_ms": median("ttft_ms"),
             "first_text_ms": median("first_text_ms"), "stream_tokens_per_s": median("stream_tokens_per_s"),
             "tokens": timed[0]["tokens"], "warmup_total_s": round(measurements[0]["total_s"], 2)}
-
-
-def report(results, out: Path) -> None:
-    write_json(out, results)
 
 
 def print_table(results) -> None:

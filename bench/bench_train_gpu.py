@@ -34,8 +34,10 @@ import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
     TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, matmul_tflops, peak_memory_gb, random_base_model,
-    synchronize, tokenize_examples, write_json,
+    synchronize, tokenize_examples,
 )
+from training.atomic import write_json_atomic  # noqa: E402
+from training.packing import enable_padding_free, padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
         results["recipes"][name] = {"recipe": recipe, **outcome}
         if rank == 0:
             print(f"{name}: {summarize(results['recipes'][name])}", flush=True)
-            write_json(args.out, results)
+            write_json_atomic(args.out, results)
     if rank == 0:
         print_table(results)
     if world > 1:
@@ -133,7 +135,8 @@ def data_summary(examples) -> dict:
 def run_recipe(name, recipe, base_dir, examples, pad_id, device, args, rank, world) -> dict:
     model = build(recipe, base_dir, device)
     fixed = fixed_batch_check(model, examples[:64], recipe, pad_id, device)
-    batches = make_batches(recipe, examples, pad_id, seed=1)[rank::world]
+    every_batch = make_batches(recipe, examples, pad_id, seed=1)
+    batches = every_batch[rank::world]
     optimizer = make_optimizer(model, recipe)
     step_model = model
     if world > 1:
@@ -169,7 +172,7 @@ def run_recipe(name, recipe, base_dir, examples, pad_id, device, args, rank, wor
         "tokens_per_s": round(tokens / seconds, 1), "timed_tokens": tokens, "timed_seconds": round(seconds, 3),
         "warmup_seconds": round(warm_s, 2), "peak_memory_gb": peak_memory_gb(device),
         "fixed_batch": fixed, "step_losses": [round(float(x), 4) for x in losses],
-        "batches_per_pass": len(make_batches(recipe, examples, pad_id, seed=1)),
+        "batches_per_pass": len(every_batch),
     }
     if recipe["compile"]:
         outcome["fixed_batch_compiled"] = fixed_batch_check(step_model, examples[:64], recipe, pad_id, device)
@@ -183,7 +186,6 @@ def run_recipe(name, recipe, base_dir, examples, pad_id, device, args, rank, wor
 def build(recipe, base_dir, device):
     """The project's model builder, then the recipe's attention path."""
     from training.config import ExperimentConfig
-    from training.packing import enable_padding_free
     from training.train import Hardware, build_model
 
     precision = "bf16" if device.type == "cuda" else "fp32"
@@ -218,8 +220,6 @@ def make_optimizer(model, recipe):
 def make_batches(recipe, examples, pad_id, seed) -> list[dict]:
     kind = recipe["batching"][0]
     if kind == "tokens":
-        from training.packing import padding_free_collator, token_budget_batches
-
         collate = padding_free_collator()
         order = token_budget_batches([len(e["input_ids"]) for e in examples], recipe["batching"][1], seed)
         return [collate([examples[i] for i in batch]) for batch in order]
@@ -244,12 +244,6 @@ def pad_batch(rows, pad_id) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def real_tokens(batch) -> int:
-    from training.packing import real_tokens as count
-
-    return count(batch)
-
-
 def to_device(batch, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -257,8 +251,6 @@ def to_device(batch, device) -> dict:
 def fixed_batch_check(model, rows, recipe, pad_id, device) -> dict:
     """Loss and LoRA gradient norm on the same 64 examples, dropout off: equal math gives equal numbers."""
     if recipe["batching"][0] == "tokens":
-        from training.packing import padding_free_collator
-
         batch = padding_free_collator()(rows)
     else:
         batch = pad_batch(rows, pad_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 
 from hub.config import HubConfig
 from training.errors import DataError
+from training.prepare import REPORT_FILE
 
 PREDICTIONS_SAMPLE_LINES = 20
 
@@ -27,7 +29,7 @@ class Experiment:
     def adapter_dir(self) -> Path:
         return self.run_dir / "adapter"
 
-    @property
+    @cached_property  # read by staging, plots and cards alike: parse it once
     def eval_metrics(self) -> dict[str, Any] | None:
         path = self.eval_dir / "metrics.json"
         return read_json(path) if path.exists() else None
@@ -53,7 +55,7 @@ class Inputs:
     best: str | None  # runs/best.json "experiment"
     eval_dir: Path
 
-    @property
+    @cached_property
     def base_eval(self) -> dict[str, Any] | None:
         path = self.eval_dir / "base" / "metrics.json"
         return read_json(path) if path.exists() else None
@@ -77,7 +79,7 @@ def read_json(path: Path) -> Any:
 
 def load_inputs(config: HubConfig, names: list[str] | None = None) -> Inputs:
     """Everything to publish; missing pieces are named with the command that makes them."""
-    report_path = config.data_dir / "data_report.json"
+    report_path = config.data_dir / REPORT_FILE
     if not report_path.exists():
         raise DataError(f"{report_path}: not found; run `make data` (python -m training prepare) first")
     run_dirs = sorted(p.parent.parent for p in config.runs_dir.glob("*/adapter/adapter_config.json"))

@@ -112,7 +112,7 @@ def preflight(repo_ids: Iterable[str] = ()) -> str:
 def preflight_config(config: HubConfig, kinds: Iterable[str] = ("dataset", "adapter")) -> dict[str, str]:
     """`preflight` for the repositories of a hub.yaml (namespace None: the token's user); returns their ids.
 
-    Training calls this before a run whose results will be pushed, so a bad token fails in seconds.
+    `hub push --check` (run by `make train push` before any work) calls this, so a bad token fails in seconds.
     """
     identity = whoami(current_token())
     ids = config.repo_ids(config.namespace or identity.get("name") or "unknown")

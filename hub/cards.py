@@ -67,9 +67,9 @@ def fmt_metric(metric: dict[str, float] | None, pattern: str) -> str:
     return f"{pattern.format(metric['value'])} [{pattern.format(metric['ci_low'])}, {pattern.format(metric['ci_high'])}]"
 
 
-def metrics_table(inputs: Inputs) -> tuple[list[str], list[dict[str, Any]]]:
-    """Rows for base and every evaluated experiment; only metrics that someone has."""
-    rows = [("base", inputs.base_eval)] + [(exp.name, exp.eval_metrics) for exp in inputs.experiments]
+def metrics_table(inputs: Inputs, experiments: list[Experiment]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rows for base and each evaluated experiment; only metrics that someone has."""
+    rows = [("base", inputs.base_eval)] + [(exp.name, exp.eval_metrics) for exp in experiments]
     rows = [(name, m) for name, m in rows if m]
     shown = [spec for spec in METRICS if any(spec[0] in m for _, m in rows)]
     table = [{"name": name, "cells": [str(m.get("n", "–"))] + [fmt_metric(m.get(key), fmt) for key, _, _, fmt in shown]}
@@ -168,7 +168,8 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         model_name=f"{where.adapter_repo.split('/')[-1]} ({exp.name})",
         eval_results=eval_results(exp, where) or None,
     )
-    labels, table = metrics_table(inputs if is_main else _only(inputs, exp))
+    # main compares every experiment; a branch card compares its experiment with the base
+    labels, table = metrics_table(inputs, inputs.experiments if is_main else [exp])
     generation = {"max_new_tokens": 256, "repetition_penalty": 1.1, **(exp.config.get("generation") or {})}
     revision_note = (
         f"`main` moves with every promotion; the revision above is the verified commit of branch "
@@ -201,16 +202,11 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         table=table,
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
         training=training_summary(exp),
-        hyperparameters=[(k, dotted(exp.config, k)) for k in HYPERPARAMETERS if dotted(exp.config, k) is not None],
+        hyperparameters=[(k, v) for k in HYPERPARAMETERS if (v := dotted(exp.config, k)) is not None],
         provenance=provenance_rows(exp, inputs, where),
     )
     check_card(card, ModelCard)
     return card
-
-
-def _only(inputs: Inputs, exp: Experiment) -> Inputs:
-    """Base and this one experiment (a branch card compares itself with the base)."""
-    return Inputs(inputs.data_dir, inputs.report, [exp], inputs.best, inputs.eval_dir)
 
 
 def dataset_card(inputs: Inputs, where: Where, metadata: dict[str, Any] | None = None):

@@ -202,5 +202,5 @@ def print_summary(demo: Demo) -> None:
     print(f"  Space (chat in your browser):  {demo.space_url}")
     print(f"  Adapter model card:            {demo.hub_url}/{cfg.namespace}/{cfg.adapter_repo}/blob/main/README.md")
     print(f"  Dataset card:                  {demo.hub_url}/datasets/{cfg.namespace}/{cfg.dataset_repo}/blob/main/README.md")
-    print(f"  Evaluation table:              {REPO_ROOT / 'artifacts/demo/eval/comparison.md'}")
+    print(f"  Evaluation table:              {REPO_ROOT / cfg.eval_dir / 'comparison.md'}")
     print("-" * 72, flush=True)

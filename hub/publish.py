@@ -105,7 +105,8 @@ def render_plots(exp: Experiment, inputs: Inputs, dest: Path) -> list[str]:
     results = {"base": inputs.base_eval, exp.name: exp.eval_metrics}
     results = {name: m for name, m in results.items() if m}
     if results:
-        paths.append(plot_metrics(results, plots / "metrics.png"))
+        confidence = next(iter(results.values())).get("config", {}).get("confidence", 0.95)
+        paths.append(plot_metrics(results, plots / "metrics.png", confidence=confidence))
     return [Path(p).relative_to(dest).as_posix() for p in paths]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 
+from hub.auth import redact
 from training.errors import VerificationError
 
 QUESTION = "What is the most common cause of community-acquired pneumonia?"
@@ -16,8 +17,6 @@ MAX_NEW_TOKENS = 8
 
 def verify_revision(repo_id: str, revision: str, base_id: str, base_revision: str | None, token: str) -> str:
     """Return the generated answer; raise VerificationError (exit 6) if any step fails."""
-    from hub.auth import redact
-
     with tempfile.TemporaryDirectory(prefix="verify-") as cache:
         try:
             return _load_and_answer(repo_id, revision, base_id, base_revision, token, cache)

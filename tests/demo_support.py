@@ -3,17 +3,10 @@ touches the developer's own artifacts/ folder."""
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TREE = ("training", "hub", "space", "configs")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_repo(dest: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -38,14 +39,24 @@ def cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) ->
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_hub(*argv: str) -> tuple[int, str]:
-    """`python -m hub ...` in the test process (no import cost), stdout and stderr captured together."""
-    from hub.cli import main
+def _run_main(package: str, argv, stdout: io.StringIO, stderr: io.StringIO) -> int:
+    main = importlib.import_module(f"{package}.cli").main
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        return main(list(argv))
 
+
+def run_in_process(package: str, *argv: str) -> tuple[int, str, str]:
+    """`python -m <package> argv...` (training or hub) in the test process (no import cost):
+    exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = _run_main(package, argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_hub(*argv: str) -> tuple[int, str]:
+    """`python -m hub ...` in the test process, stdout and stderr captured together."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main(list(argv))
-    return code, out.getvalue()
+    return _run_main("hub", argv, out, out), out.getvalue()
 
 
 def check_one_line_error(code: int, stderr: str, expected_code: int, fragment: str) -> str:

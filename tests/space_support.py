@@ -12,11 +12,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
 SPACE_MODULES = ("app", "assistant", "ui", "safety", "gpu")
 CHROMIUM = Path("/usr/bin/chromium")
 # A closed network: no update checks, no background fetches.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
+                                    reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
 SHORT_ANSWER_TOKENS = 12
 LONG_ANSWER_TOKENS = 512
 
@@ -69,9 +73,43 @@ def push_adapter(hub_server, repo: str, branch: str, folder: Path) -> str:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def chromium_page(url: str, **page_options):
+    """A headless Chromium page (Debian's package, driven by Playwright) opened at `url`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(**page_options)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
+def _forget_space_modules() -> None:
+    for name in SPACE_MODULES:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def space_importable():
+    """space/'s modules importable by their top-level names, as in the Space repo; each import is
+    fresh, as a new Space process would do, and forgotten afterwards."""
+    sys.path.insert(0, str(SPACE_DIR))
+    _forget_space_modules()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(SPACE_DIR))
+        _forget_space_modules()
 
 
 @contextlib.contextmanager
@@ -101,11 +139,8 @@ def serve_space(tiny_base: Path, hub_server, work_dir: Path, branch: str, max_ne
         "HF_TOKEN": hub_server.read_token,  # the repo is private: a Space reads it with a secret
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    sys.path.insert(0, str(SPACE_DIR))
-    try:
+    with space_importable():
         with environment(variables):
-            for name in SPACE_MODULES:  # a fresh import, as a new Space process would do
-                sys.modules.pop(name, None)
             app = importlib.import_module("app")
             port = free_port()
             app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -113,10 +148,6 @@ def serve_space(tiny_base: Path, hub_server, work_dir: Path, branch: str, max_ne
             yield ServedSpace(f"http://127.0.0.1:{port}/", app, repo, branch, sha, adapter_dir, hub_server.read_token)
         finally:
             app.demo.close()
-    finally:
-        sys.path.remove(str(SPACE_DIR))
-        for name in SPACE_MODULES:
-            sys.modules.pop(name, None)
 
 
 def greedy_reference(tiny_base: Path, adapter_dir: Path, conversation: list[dict], max_new_tokens: int) -> str:

@@ -8,10 +8,7 @@ Inputs are generated in tmp_path (the 10 MB answer too); nothing large is commit
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reliability_support import check_one_line_error, cli, digests
+from reliability_support import check_one_line_error, cli, digests, run_in_process
+from space_support import SPACE_DIR, space_importable
 from training.errors import EXIT_DATA, EXIT_HUB, EXIT_USAGE
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
 GOOD = {"question": "What is the antidote for heparin overdose?", "answer": "Protamine sulfate."}
 
 
@@ -213,17 +210,6 @@ def hub_repos(hub_server) -> HubRepos:
     return repos
 
 
-def run_in_process(argv: list[str]) -> tuple[int, str]:
-    from hub.cli import main as hub_main
-    from training.cli import main as training_main
-
-    main = training_main if argv[0] == "training" else hub_main
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main(argv[1:])
-    return code, err.getvalue()
-
-
 @pytest.mark.parametrize("case", COMMAND_CASES, ids=lambda case: case.id)
 def test_bad_input_is_one_line_error_and_touches_nothing(case, tmp_path, monkeypatch, request):
     hub = request.getfixturevalue("hub_repos") if case in HUB_CASES else None
@@ -240,7 +226,7 @@ def test_bad_input_is_one_line_error_and_touches_nothing(case, tmp_path, monkeyp
         result = cli(*argv)  # with this test's environment: HF_TOKEN set or removed above
         code, stderr = result.returncode, result.stderr
     else:
-        code, stderr = run_in_process(argv)
+        code, _, stderr = run_in_process(*argv)
 
     line = check_one_line_error(code, stderr, case.exit_code, case.fragment)
     assert digests(tmp_path) == before, "an input file was modified or an output written"
@@ -259,8 +245,7 @@ def space(tiny_base, tmp_path_factory):
     from training.chat import write_contract
     from training.config import GenerationConfig
 
-    sys.path.insert(0, str(SPACE_DIR))
-    try:
+    with space_importable():
         import assistant
         import ui
 
@@ -271,10 +256,6 @@ def space(tiny_base, tmp_path_factory):
             adapter_sha="0" * 40, contract=assistant.ChatContract.read(folder),
             tokenizer=AutoTokenizer.from_pretrained(tiny_base), models={})
         yield ui, assistant, served
-    finally:
-        sys.path.remove(str(SPACE_DIR))
-        for name in ("app", "assistant", "ui", "safety", "gpu"):
-            sys.modules.pop(name, None)  # test_space imports them afresh, as a Space process would
 
 
 def prompt_text(served, prompt) -> str:

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from demo_support import copy_repo, free_port
-from space_support import CHROMIUM, CHROMIUM_ARGS
+from demo_support import copy_repo
+from space_support import chromium_page, free_port, needs_chromium
 
 pytestmark = [pytest.mark.slow]
 READY = "Press Ctrl-C to stop"
@@ -63,21 +63,17 @@ def test_fine_tuned_adapter_beats_base_in_perplexity_and_the_card_says_so(demo):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+@needs_chromium
 def test_the_running_space_answers_in_a_browser(demo):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(demo["space"])
+    with chromium_page(demo["space"]) as page:
         expect(page.locator("#disclaimer")).to_be_visible()
         expect(page.locator("#served-revision")).to_contain_text("demo/")
         box = page.get_by_test_id("textbox").first
         box.fill("What is the first-line treatment for anaphylaxis?")
         box.press("Enter")
         expect(page.locator(".bot.message").last).not_to_be_empty(timeout=120_000)
-        browser.close()
 
 
 def test_ctrl_c_stops_the_space_and_the_hub_server(demo):

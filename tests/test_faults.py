@@ -9,7 +9,6 @@ completes after retries, or leaves every ref it could not finish at its previous
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import EXPERIMENT, REPO_ROOT, check_one_line_error, run_hub, write_hub_yaml
+from reliability_support import EXPERIMENT, REPO_ROOT, check_one_line_error, run_hub, run_in_process, write_hub_yaml
 from training.errors import EXIT_ENV, EXIT_HUB, EXIT_VERIFY
 
 BRANCH = f"exp/{EXPERIMENT}"
@@ -225,15 +224,6 @@ def tmpfs(folder: Path, options: str):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def run_training(*argv: str) -> tuple[int, str, str]:
-    from training.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
 DISK_CASES = ["runs-dir-on-full-disk", "runs-dir-read-only", "runs-dir-under-a-file", "prepare-output-on-full-disk"]
 
 
@@ -261,7 +251,7 @@ def test_full_or_unwritable_disk_is_one_line_before_work_starts(case, cli_pipeli
                 runs, fragment = tmp_path / "a-file" / "runs", "Not a directory"
             argv = ["train", "--experiment", str(experiment), "--set", f"runs_dir={runs}"]
             expected = EXIT_ENV
-        code, stdout, stderr = run_training(*argv)
+        code, stdout, stderr = run_in_process("training", *argv)
         check_one_line_error(code, stderr, expected, fragment)
         if case == "prepare-output-on-full-disk":
             assert sorted(p.name for p in previous.iterdir()) == ["keep.txt"]  # the old output survives whole

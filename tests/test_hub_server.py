@@ -316,14 +316,13 @@ def test_a_failed_commit_leaves_the_branch_and_history_unchanged(tmp_path):
 
 
 def test_serve_command_answers_and_keeps_tokens_out_of_its_output(tmp_path):
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from space_support import free_port
+
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--dir", str(tmp_path), "--port", str(port),
                              "--user", "cli-user"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

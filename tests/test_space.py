@@ -21,6 +21,7 @@ from space_support import (
     SPACE_DIR,
     greedy_reference,
     serve_space,
+    space_importable,
 )
 
 QUESTION = "What are the symptoms of iron deficiency anaemia?"
@@ -88,12 +89,11 @@ def test_readme_front_matter_configures_a_gradio_space():
 
 @pytest.fixture(scope="module")
 def space_modules():
-    sys.path.insert(0, str(SPACE_DIR))
-    import assistant
-    import safety
+    with space_importable():
+        import assistant
+        import safety
 
-    yield assistant, safety
-    sys.path.remove(str(SPACE_DIR))
+        yield assistant, safety
 
 
 def test_history_from_web_ui_and_api_normalises_to_text_turns(space_modules):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from space_support import CHROMIUM, CHROMIUM_ARGS, LONG_ANSWER_TOKENS, serve_space
+from space_support import LONG_ANSWER_TOKENS, chromium_page, needs_chromium, serve_space
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "test-artifacts" / "space.png"
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+    needs_chromium,
 ]
 
 
@@ -26,14 +26,8 @@ def served(tiny_base, hub_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(served.url)
+    with chromium_page(served.url, viewport={"width": 1280, "height": 1000}) as page:
         yield page
-        browser.close()
 
 
 def ask(page, question: str) -> None:

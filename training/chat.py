@@ -120,8 +120,9 @@ def load_tokenizer(name: str | Path, revision: str | None = None):
     """
     folder = _local_folder(name, revision)
     tokenizer_json = folder / "tokenizer.json"
-    if tokenizer_json.exists() and _LEGACY_MERGES.search(tokenizer_json.read_text(encoding="utf-8")):
-        return _load_with_upgraded_merges(folder, name)
+    text = tokenizer_json.read_text(encoding="utf-8") if tokenizer_json.exists() else ""
+    if _LEGACY_MERGES.search(text):
+        return _load_with_upgraded_merges(folder, json.loads(text), name)
     try:
         return _tokenizer_class(folder).from_pretrained(str(folder))
     except (OSError, ValueError) as exc:
@@ -160,8 +161,7 @@ def _tokenizer_class(folder: Path):
     return transformers.AutoTokenizer
 
 
-def _load_with_upgraded_merges(folder: Path, name):
-    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+def _load_with_upgraded_merges(folder: Path, data: dict[str, Any], name):
     model = data["model"]
     model["merges"] = [_merge_pair(merge, model["vocab"], name) for merge in model["merges"]]
     with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:

@@ -153,7 +153,9 @@ def load_test_split(config: EvalConfig):
 
 
 def read_data_report(data_dir: Path) -> dict[str, Any]:
-    path = Path(data_dir) / "data_report.json"
+    from training.prepare import REPORT_FILE
+
+    path = Path(data_dir) / REPORT_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
@@ -246,6 +248,8 @@ def adapter_info(adapter_dir: Path | None) -> dict | None:
 def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
     """Metrics with CIs for every model folder in output_dir, paired against base, then tables and plots."""
     from training import plots
+    from training.metrics import resample_counts
+
     output_dir = Path(output_dir)
     names = sorted((p.parent.name for p in output_dir.glob("*/predictions.jsonl")), key=lambda n: (n != BASE, n))
     statistics = {name: model_statistics(output_dir / name) for name in names}
@@ -253,8 +257,12 @@ def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
                                   "bootstrap_resamples": config.bootstrap_resamples, "seed": config.seed}
     for name in names:
         ids, stats = statistics[name]
-        metrics = intervals(stats, config)
-        paired = paired_against(statistics.get(BASE), (ids, stats), config) if name != BASE else None
+        # One resample matrix per population, shared by the intervals and the paired differences
+        # (paired needs the same examples as base, so the same counts apply).
+        counts = {population: resample_counts(len(members), config.bootstrap_resamples, config.seed)
+                  for population, members in ids.items()}
+        metrics = intervals(stats, counts, config.confidence)
+        paired = paired_against(statistics.get(BASE), (ids, stats), counts, config.confidence) if name != BASE else None
         path = output_dir / name / "metrics.json"
         info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"model": name}
         write_json_atomic(path, {**{k: v for k, v in info.items() if k not in METRICS}, **metrics, "paired_vs_base": paired})
@@ -264,7 +272,7 @@ def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
     write_json_atomic(output_dir / "comparison.json", comparison)
     write_text_atomic(output_dir / "comparison.md", comparison_markdown(comparison))
     if comparison["models"]:
-        plots.plot_metrics(comparison["models"], output_dir / "plots" / "metrics.png")
+        plots.plot_metrics(comparison["models"], output_dir / "plots" / "metrics.png", config.confidence)
     plots.plot_loss_curves(read_loss_curves(config.runs_dir), output_dir / "plots" / "loss_curves.png")
     return comparison
 
@@ -290,44 +298,28 @@ def model_statistics(folder: Path):
     return ids, stats
 
 
-def _counts(n: int, config: EvalConfig):
-    from training.metrics import resample_counts
-
-    return resample_counts(n, config.bootstrap_resamples, config.seed)
-
-
 def _population(metric: str) -> str:
     return "medqa" if metric == "medqa_accuracy" else "test"
 
 
-def intervals(stats: dict, config: EvalConfig) -> dict[str, dict[str, float]]:
+def intervals(stats: dict, counts: dict, confidence: float) -> dict[str, dict[str, float]]:
     from training.metrics import bootstrap_ci
 
-    counts = {}
-    result = {}
-    for metric, stat in stats.items():
-        population = _population(metric)
-        counts.setdefault(population, _counts(len(stat.per_example), config))
-        result[metric] = bootstrap_ci(stat, counts[population], config.confidence)
-    return result
+    return {metric: bootstrap_ci(stat, counts[_population(metric)], confidence) for metric, stat in stats.items()}
 
 
-def paired_against(base, model, config: EvalConfig) -> dict[str, dict[str, float]] | None:
+def paired_against(base, model, counts: dict, confidence: float) -> dict[str, dict[str, float]] | None:
     """model minus base on the same resamples; only over metrics both were scored on, on the same examples."""
     from training.metrics import paired_bootstrap
 
     if base is None:
         return None
     (base_ids, base_stats), (ids, stats) = base, model
-    result = {}
-    counts = {}
-    for metric, stat in stats.items():
-        population = _population(metric)
-        if metric not in base_stats or ids[population] != base_ids[population]:
-            continue
-        counts.setdefault(population, _counts(len(stat.per_example), config))
-        result[metric] = paired_bootstrap(stat, base_stats[metric], counts[population], config.confidence)
-    return result
+    return {
+        metric: paired_bootstrap(stat, base_stats[metric], counts[_population(metric)], confidence)
+        for metric, stat in stats.items()
+        if metric in base_stats and ids[_population(metric)] == base_ids[_population(metric)]
+    }
 
 
 def comparison_markdown(comparison: dict[str, Any]) -> str:

@@ -36,17 +36,10 @@ class Statistic:
 
 # --- sacrebleu BLEU -------------------------------------------------------------------------
 
-def _sacrebleu(effective_order: bool = False):
-    from sacrebleu.metrics import BLEU
-
-    # The defaults of sacrebleu.corpus_bleu (13a tokenizer, exp smoothing, no effective order).
-    return BLEU(effective_order=effective_order)
-
-
 def bleu_statistics(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
     """sacrebleu's segment statistics: [hyp_len, ref_len, correct_1..4, total_1..4] per example."""
     # The same extraction sacrebleu's own corpus_score and significance tests use.
-    stats = _sacrebleu()._extract_corpus_statistics(list(predictions), [list(references)])
+    stats = _BLEU_CORPUS._extract_corpus_statistics(list(predictions), [list(references)])
     return np.array(stats, dtype=np.int64).reshape(len(predictions), -1)
 
 
@@ -160,9 +153,12 @@ def paired_bootstrap(model: Statistic, base: Statistic, counts: np.ndarray, conf
 
 
 def _build_singletons():
+    from sacrebleu.metrics import BLEU
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    return _sacrebleu(), _sacrebleu(effective_order=True), Tokenizer13a()
+    # The defaults of sacrebleu.corpus_bleu (13a tokenizer, exp smoothing, no effective order);
+    # sacrebleu.sentence_bleu adds effective order.
+    return BLEU(), BLEU(effective_order=True), Tokenizer13a()
 
 
 _BLEU_CORPUS, _BLEU_SENTENCE, _TOKENIZE_13A = _build_singletons()

@@ -100,11 +100,18 @@ def padding_free_attention(
     return out.unsqueeze(0), None
 
 
+# varlen_attn and its keyword names, looked up once: inspect.signature costs ~0.1 ms, and this runs in
+# every attention layer of every step. A plain dict, because torch.compile warns on functools.cache.
+_VARLEN: dict = {}
+
+
 def _flash_varlen(q, k, v, cu_seq_lens, max_len, scale: float | None) -> torch.Tensor:
     """torch's variable-length flash attention; its keyword names moved between torch releases."""
-    from torch.nn.attention.varlen import varlen_attn
+    if not _VARLEN:
+        from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+        _VARLEN["fn"], _VARLEN["params"] = varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
+    varlen_attn, params = _VARLEN["fn"], _VARLEN["params"]
     options = {"scale": scale}
     if "window_size" in params:
         options["window_size"] = (-1, 0)  # causal

@@ -34,7 +34,8 @@ def _pyplot():
     return plt
 
 
-def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path) -> Path:
+def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path,
+                 confidence: float = 0.95) -> Path:
     """Bar chart per metric across models with CI whiskers; metrics absent everywhere are left out."""
     plt = _pyplot()
     models = list(results)
@@ -61,7 +62,7 @@ def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path:
         ax.set_title(METRIC_LABELS[metric], fontsize=10)
         ax.set_ylim(bottom=min(0.0, *values))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Evaluation on the test split (95% bootstrap CI)")
+    fig.suptitle(f"Evaluation on the test split ({round(confidence * 100)}% bootstrap CI)")
     return _save(fig, path)
 
 

@@ -15,11 +15,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from training.atomic import replace_dir, write_json_atomic
+from training.chat import format_examples, load_tokenizer
 from training.clean import Row, clean_rows
 from training.config import CONFIG_DIR, DataConfig, dump, load_config
 from training.errors import DataError
-from training.atomic import replace_dir, write_json_atomic
 from training.provenance import stamp
+from training.sources import read_source
 
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
@@ -50,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare(config: DataConfig) -> dict[str, Any]:
     """Run the whole pipeline and write `config.output_dir`; returns the data report."""
-    from training.chat import load_tokenizer
-    from training.sources import read_source
-
     sources = [read_source(config.source, config.revision, config.columns)]
     sources += [read_source(spec, None, config.columns) for spec in config.extra_sources]
     questions = [q for source in sources for q in source.questions]
@@ -121,8 +120,6 @@ def split_by_question(rows: list[Row], fractions: tuple[float, float, float], se
 
 
 def format_rows(tokenizer, system_prompt: str, rows: list[Row]) -> list[dict[str, Any]]:
-    from training.chat import format_examples
-
     formatted = format_examples(tokenizer, system_prompt, [(row.question, row.answer) for row in rows])
     return [{"id": row.id, "question": row.question, "answer": row.answer, **example}
             for row, example in zip(rows, formatted)]

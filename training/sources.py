@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,8 +19,8 @@ from training.errors import ConfigError, DataError, HubError
 from training.provenance import sha256_file
 
 FILE_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
-# Column pairs recognised without a `columns` mapping, in order of preference.
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# Column pairs recognised without a `columns` mapping, in order of preference.
 KNOWN_COLUMNS = ({"question": "question", "answer": "answer"}, {"input": "question", "output": "answer"})
 
 

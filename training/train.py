@@ -25,18 +25,11 @@ from typing import Any
 
 import yaml
 
-from training.config import (
-    CONFIG_DIR,
-    ExperimentConfig,
-    all_experiments,
-    dump,
-    experiment_path,
-    load_config,
-)
+from training.config import CONFIG_DIR, ExperimentConfig, all_experiments, dump, load_experiment
 from training.atomic import replace_dir, write_json_atomic, write_text_atomic
 from training.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
+from training.prepare import REPORT_FILE, SPLITS
 
-SPLITS = ("train", "validation", "test")
 TRAINING_COLUMNS = ("prompt", "completion")  # prompt + completion is the training text exactly
 
 
@@ -66,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def select_experiments(args: argparse.Namespace) -> list[ExperimentConfig]:
-    paths = all_experiments(args.config_dir) if args.all else [experiment_path(args.experiment, args.config_dir)]
-    if not paths:
+    names = [str(path) for path in all_experiments(args.config_dir)] if args.all else [args.experiment]
+    if not names:
         raise ConfigError(f"no experiments in {args.config_dir / 'experiments'} (expected *.yaml files)")
-    return [load_config(ExperimentConfig, path, args.overrides, name=path.stem) for path in paths]
+    return [load_experiment(name, args.overrides, args.config_dir) for name in names]
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,7 @@ def check_all(configs: list[ExperimentConfig]) -> None:
         problems += check_experiment(config)
     if problems:
         worst = problems[0]
-        message = problems[0].args[0] if len(problems) == 1 else (
+        message = str(worst) if len(problems) == 1 else (
             f"{len(problems)} problems: " + "; ".join(str(p) for p in problems))
         raise type(worst)(message, worst.exit_code)
 
@@ -163,8 +156,8 @@ def check_data(config: ExperimentConfig) -> None:
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"{where} lacks split(s) {', '.join(missing)} (has: {', '.join(splits) or 'none'})")
-    if not (data_dir / "data_report.json").is_file():
-        raise DataError(f"{where} has no data_report.json (run `python -m training prepare` again)")
+    if not (data_dir / REPORT_FILE).is_file():
+        raise DataError(f"{where} has no {REPORT_FILE} (run `python -m training prepare` again)")
     for split in ("train", "validation"):
         info = data_dir / split / "dataset_info.json"
         columns = json.loads(info.read_text(encoding="utf-8")).get("features", {}) if info.is_file() else {}
@@ -467,7 +460,7 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
     from training.chat import write_contract
     from training.provenance import stamp
 
-    report = json.loads((config.data_dir / "data_report.json").read_text(encoding="utf-8"))
+    report = json.loads((config.data_dir / REPORT_FILE).read_text(encoding="utf-8"))
 
     def save(folder: Path) -> None:
         trainer.model.save_pretrained(str(folder))

@@ -409,9 +409,10 @@ class HubHandler(BaseHTTPRequestHandler):
                 continue
             parts = file_path[len(prefix):].split("/")
             for depth in range(1, len(parts)):  # the folders on the way
-                if recursive or depth == 1:
-                    folder = prefix + "/".join(parts[:depth])
-                    entries.setdefault(folder, _folder_entry(folder, tree))
+                folder = prefix + "/".join(parts[:depth])
+                # once per folder: its entry hashes every file below it
+                if (recursive or depth == 1) and folder not in entries:
+                    entries[folder] = _folder_entry(folder, tree)
             if recursive or len(parts) == 1:
                 entries[file_path] = _file_entry(file_path, entry)
         if path and not entries:
@@ -697,9 +698,12 @@ class HubHandler(BaseHTTPRequestHandler):
                 "variables": meta.get("variables", {}), "secrets": meta.get("secrets", [])}
 
 
+_FRONT_MATTER = re.compile(r"^\s*---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", re.S)
+
+
 def _front_matter(card: str) -> dict | None:
     """The YAML metadata block of a card (README.md); raises yaml.YAMLError when it is invalid."""
-    match = re.match(r"^\s*---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", card, re.S)
+    match = _FRONT_MATTER.match(card)
     data = yaml.safe_load(match.group(1)) if match else None
     return data if isinstance(data, dict) else None
 
@@ -741,11 +745,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 def _markdown_html(data: bytes) -> str:
     """Card body as HTML (front matter shown as code); plain text when `markdown` is missing."""
     text = data.decode("utf-8", errors="replace")
-    front = ""
-    if text.startswith("---\n") and "\n---" in text[4:]:
-        end = text.index("\n---", 4)
-        front, text = text[4:end], text[end + 4:].lstrip("-\n")
-    head = f"<pre>{html.escape(front)}</pre>" if front else ""
+    match = _FRONT_MATTER.match(text)
+    head = f"<pre>{html.escape(match.group(1))}</pre>" if match else ""
+    text = text[match.end():] if match else text
     try:
         import markdown
     except ImportError:

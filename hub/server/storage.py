@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from training.atomic import write_json_atomic
+from training.atomic import write_bytes_atomic, write_json_atomic
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCH = "main"
@@ -174,7 +174,7 @@ class Store:
     def put_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         if not self.blob_path(sha).exists():
-            self._write_file_atomic(self.blob_path(sha), data)
+            write_bytes_atomic(self.blob_path(sha), data)
         return sha
 
     def put_blob_stream(self, chunks: Iterator[bytes], expected_sha256: str) -> None:
@@ -191,17 +191,6 @@ class Store:
             os.replace(tmp, self.blob_path(expected_sha256))
         finally:
             Path(tmp).unlink(missing_ok=True)
-
-    @staticmethod
-    def _write_file_atomic(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @staticmethod
     def _blob_entry(sha256: str, data_or_pointer: bytes, lfs: bool, size: int | None = None) -> dict:
