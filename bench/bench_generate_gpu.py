@@ -5,21 +5,22 @@ TinyLlama-1.1B's architecture with random weights and a LoRA adapter with random
 loaded as evaluation loads it (`training.generation.load_model`: adapter merged into the bf16
 base). A random model never emits eos, so every answer runs to `max_new_tokens`: the worst case.
 
-Evaluation: `training.generation.generate` (length-sorted, left-padded batches) at several batch
-sizes, then the same batches with a static KV cache (transformers compiles the decode step).
-Space: the Space's call (TextIteratorStreamer in a thread, repetition_penalty 1.1, a stop
-criterion); time to first token and streamed tokens/s, with the default and a static cache.
+Evaluation: `training.generation.generate` (length-sorted, left-padded batches) with the dynamic
+KV cache, then with the static cache it uses on CUDA (transformers compiles the decode step) at
+several batch sizes. Space: the Space's own `stream_generation` for one user; time to first text
+and streamed tokens/s, with the default dynamic cache and a static one.
 
     python bench/bench_generate_gpu.py --out bench/results/generate.json
-    python bench/bench_generate_gpu.py --tiny --device cpu --prompts 8 --max-new-tokens 8 --batch-sizes 4 --out /tmp/g.json
+    python bench/bench_generate_gpu.py --tiny --device cpu --prompts 8 --max-new-tokens 8 --batch-sizes 4 \
+        --static-batch-sizes 4 --stream-runs 1 --out /tmp/g.json
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import sys
-import threading
 import time
+import traceback
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +42,12 @@ def parse_args(argv=None):
     parser.add_argument("--model-config", type=Path, default=SHARED / "tokenizer")
     parser.add_argument("--flashcards", type=Path, default=SHARED / "flashcards" / "medical_flashcards_test_3396.json")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench-generate"))
-    parser.add_argument("--prompts", type=int, default=512, help="test prompts answered per variant")
+    parser.add_argument("--prompts", type=int, default=2048, help="test prompts answered per static variant")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="the chat contract's default")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 512],
-                        help="16 is `evaluate`'s default; a batch size answers at most 4 batches of prompts")
-    parser.add_argument("--static-batch-size", type=int, default=256, help="0 skips the static-cache variant")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256],
+                        help="dynamic-cache variants; each answers 2 batches of prompts")
+    parser.add_argument("--static-batch-sizes", type=int, nargs="*", default=[256, 512, 1024],
+                        help="static-cache variants (`generate`'s path on CUDA), each over all the prompts")
     parser.add_argument("--stream-runs", type=int, default=5)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true")
@@ -71,19 +73,20 @@ def main(argv=None) -> int:
                "evaluation": {}, "space": {}}
     for batch_size in args.batch_sizes:
         results["evaluation"][f"dynamic_b{batch_size}"] = guarded(
-            lambda: eval_generation(model, tokenizer, prompts[:4 * batch_size], batch_size, args.max_new_tokens,
-                                    device))
+            lambda: eval_generation(model, tokenizer, prompts[:2 * batch_size], batch_size, args.max_new_tokens,
+                                    device, static_cache=False))
         write_json_atomic(args.out, results)
-    if args.static_batch_size:
-        results["evaluation"][f"static_compiled_b{args.static_batch_size}"] = guarded(
-            lambda: eval_generation(model, tokenizer, prompts, args.static_batch_size, args.max_new_tokens, device,
-                                    cache_implementation="static", warm=True))
+    for batch_size in args.static_batch_sizes:
+        results["evaluation"][f"static_b{batch_size}"] = guarded(
+            lambda: eval_generation(model, tokenizer, prompts, batch_size, args.max_new_tokens, device,
+                                    static_cache=True))
         write_json_atomic(args.out, results)
     question = rows[0]["question"]
-    for cache in (None, "static"):
-        results["space"][cache or "dynamic"] = guarded(
-            lambda: stream_latency(model, tokenizer, format_prompt(tokenizer, DEFAULT_SYSTEM_PROMPT, question),
-                                   args.max_new_tokens, args.stream_runs, cache))
+    # name -> (cache, compile mode): the Space's default, then compiled decode steps without and with CUDA graphs
+    for name, (cache, mode) in {"dynamic": (None, None), "static_compiled": ("static", "default"),
+                                "static_cudagraphs": ("static", "reduce-overhead")}.items():
+        results["space"][name] = guarded(
+            lambda: stream_latency(model, tokenizer, adapter_dir, question, args.stream_runs, cache, mode))
         write_json_atomic(args.out, results)
     print_table(results)
     return 0
@@ -94,7 +97,8 @@ def prepare_models(args, tokenizer) -> tuple[Path, Path]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.config import LoraSettings
+    from training.chat import write_contract
+    from training.config import DEFAULT_SYSTEM_PROMPT, GenerationConfig, LoraSettings
 
     base_dir = args.work_dir / "base"
     adapter_dir = args.work_dir / "adapter"
@@ -111,6 +115,7 @@ def prepare_models(args, tokenizer) -> tuple[Path, Path]:
                 torch.nn.init.normal_(param, std=0.01)
         model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
+        write_contract(adapter_dir, DEFAULT_SYSTEM_PROMPT, GenerationConfig())  # as training writes it
         del model
     return base_dir, adapter_dir
 
@@ -122,98 +127,87 @@ def guarded(measure) -> dict:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        return {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                "where": traceback.format_exc().splitlines()[-4:-1]}
 
 
-def eval_generation(model, tokenizer, prompts, batch_size, max_new_tokens, device, cache_implementation=None,
-                    warm=False) -> dict:
-    """generated tokens/s over the whole prompt set, as `training.generation.generate` batches it."""
-    from training import generation
+def eval_generation(model, tokenizer, prompts, batch_size, max_new_tokens, device, static_cache: bool) -> dict:
+    """generated tokens/s over the whole prompt set, as `training.generation.generate` batches it.
 
-    run = generate_with_cache(cache_implementation) if cache_implementation else generation.generate
+    Static cache: the longest batch_size prompts run first, untimed (`generate`'s first batch has the
+    same shapes), so the one-off compile is reported apart from the steady rate.
+    """
+    from training.generation import generate
+
     warm_s = None
-    if warm:  # a full untimed pass first: every batch shape compiles once; reported separately
+    if static_cache:
         synchronize(device)
         start = time.perf_counter()
-        run(model, tokenizer, prompts, batch_size, max_new_tokens)
+        generate(model, tokenizer, sorted(prompts, key=len, reverse=True)[:batch_size], batch_size, max_new_tokens,
+                 static_cache=True)
         synchronize(device)
         warm_s = round(time.perf_counter() - start, 2)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     start = time.perf_counter()
-    answers = run(model, tokenizer, prompts, batch_size, max_new_tokens)
+    answers = generate(model, tokenizer, prompts, batch_size, max_new_tokens, static_cache=static_cache)
     synchronize(device)
     seconds = time.perf_counter() - start
     generated = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     budget = len(prompts) * max_new_tokens  # no eos from random weights: every answer is max_new_tokens long
-    return {"batch_size": batch_size, "seconds": round(seconds, 3), "generated_tokens": budget,
-            "tokens_per_s": round(budget / seconds, 1), "retokenized_answer_tokens": generated,
-            "warmup_seconds": warm_s, "peak_memory_gb": peak_memory_gb(device)}
+    return {"batch_size": batch_size, "static_cache": static_cache, "seconds": round(seconds, 3),
+            "generated_tokens": budget, "tokens_per_s": round(budget / seconds, 1),
+            "retokenized_answer_tokens": generated, "warmup_seconds": warm_s, "peak_memory_gb": peak_memory_gb(device)}
 
 
-def generate_with_cache(cache_implementation: str):
-    """`training.generation.generate` with one generate() option changed."""
-    from training import generation
+def load_space_module():
+    """The Space's own `assistant` module, imported as the Space imports it (space/ on the path)."""
+    sys.path.insert(0, str(REPO_ROOT / "space"))
+    import assistant
 
-    def run(model, tokenizer, prompts, batch_size, max_new_tokens):
-        original = model.generate
-
-        def patched(*args, **kwargs):
-            return original(*args, cache_implementation=cache_implementation, **kwargs)
-
-        model.generate = patched
-        try:
-            return generation.generate(model, tokenizer, prompts, batch_size, max_new_tokens)
-        finally:
-            del model.generate
-
-    return run
+    return assistant
 
 
-def stream_latency(model, tokenizer, prompt, max_new_tokens, runs, cache_implementation) -> dict:
-    """The Space's call: TextIteratorStreamer in a thread, greedy, repetition_penalty 1.1, a stop criterion."""
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implementation, compile_mode) -> dict:
+    """One user of the Space: its own prompt building and `stream_generation` (TextIteratorStreamer on a
+    reused thread, the adapter's chat contract: greedy, 256 new tokens), on the merged model.
 
-    class Never(StoppingCriteria):  # as the Space's Stop button criterion when not pressed
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    TTFT is when the first text piece reaches the caller, as a browser sees it (the streamer releases
+    text at word ends). The static-cache variant sets `cache_implementation` on the model's generation config.
+    """
+    space = load_space_module()
+    helper = space.Assistant(
+        config=space.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False),
+        adapter_sha="local", contract=space.ChatContract.read(adapter_dir), tokenizer=tokenizer,
+        models={"tuned": model})
+    space._LOADED[helper.key] = helper
+    prompt = helper.build_prompt(question, [])
+    from transformers.generation import CompileConfig
 
-    class TimedStreamer(TextIteratorStreamer):
-        """Records when each generated token reaches the streamer (text pieces lag a few tokens)."""
-
-        def put(self, value):
-            self.token_times.append(time.perf_counter())
-            super().put(value)
-
-    ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=model.device)
-    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    model.generation_config.cache_implementation = cache_implementation
+    model.generation_config.compile_config = CompileConfig(mode=compile_mode) if compile_mode else None
     measurements = []
-    for attempt in range(runs + 1):  # the first run warms up (and compiles, for the static cache)
-        streamer = TimedStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        streamer.token_times = []
-        start = time.perf_counter()
-        thread = threading.Thread(target=lambda: model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([Never()]), pad_token_id=tokenizer.pad_token_id,
-            max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.1, **extra))
-        thread.start()
-        first_text = None
-        for piece in streamer:
-            if piece and first_text is None:
-                first_text = time.perf_counter()
-        thread.join()
-        times = streamer.token_times[1:]  # the first put() is the prompt
-        measurements.append({
-            "ttft_ms": (times[0] - start) * 1e3, "first_text_ms": (first_text - start) * 1e3 if first_text else None,
-            "tokens": len(times), "stream_tokens_per_s": (len(times) - 1) / (times[-1] - times[0]),
-            "total_s": times[-1] - start,
-        })
+    try:
+        for _ in range(runs + 1):  # the first run warms up (and compiles, for the static cache)
+            start = time.perf_counter()
+            first = None
+            for piece in space.stream_generation(helper.key, "tuned", prompt.input_ids):
+                if first is None:
+                    first = time.perf_counter()
+            end = time.perf_counter()
+            tokens = helper.stats.last_new_tokens
+            measurements.append({"ttft_ms": (first - start) * 1e3, "tokens": tokens, "total_s": end - start,
+                                 "tokens_per_s": tokens / (end - start),
+                                 "stream_tokens_per_s": (tokens - 1) / (end - first)})
+    finally:
+        model.generation_config.cache_implementation = model.generation_config.compile_config = None
+        del space._LOADED[helper.key]
     timed = measurements[1:]
     median = lambda key: round(sorted(m[key] for m in timed)[len(timed) // 2], 2)  # noqa: E731
-    return {"runs": len(timed), "prompt_tokens": ids.shape[1], "ttft_ms": median("ttft_ms"),
-            "first_text_ms": median("first_text_ms"), "stream_tokens_per_s": median("stream_tokens_per_s"),
-            "tokens": timed[0]["tokens"], "warmup_total_s": round(measurements[0]["total_s"], 2)}
+    return {"runs": len(timed), "prompt_tokens": len(prompt.input_ids), "tokens": timed[0]["tokens"],
+            "ttft_ms": median("ttft_ms"), "stream_tokens_per_s": median("stream_tokens_per_s"),
+            "tokens_per_s_incl_ttft": median("tokens_per_s"), "warmup_total_s": round(measurements[0]["total_s"], 2)}
 
 
 def print_table(results) -> None:
@@ -225,8 +219,8 @@ def print_table(results) -> None:
     print("space, one user, streamed:")
     for name, r in results["space"].items():
         print(f"  {name:24} " + (f"ERROR {r['error'][:90]}" if "error" in r else
-                                 f"TTFT {r['ttft_ms']:.1f} ms (first text {r['first_text_ms']} ms), "
-                                 f"{r['stream_tokens_per_s']:.1f} tok/s streamed"))
+                                 f"TTFT {r['ttft_ms']:.1f} ms, {r['stream_tokens_per_s']:.1f} tok/s streamed, "
+                                 f"{r['tokens']} tokens"))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, matmul_tflops, peak_memory_gb, random_base_model,
-    synchronize, tokenize_examples,
+    TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, matmul_tflops, peak_memory_gb, process_device,
+    random_base_model, synchronize, tokenize_examples,
 )
 from training.atomic import write_json_atomic  # noqa: E402
 from training.packing import enable_padding_free, padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
@@ -75,11 +75,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(args.device, int(os.environ.get("LOCAL_RANK", "0"))) if args.device == "cuda" \
-        else torch.device(args.device)
+    rank, world, device = process_device(args.device)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
     if world > 1:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -23,6 +23,15 @@ TINY_OVERRIDES = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2
                       num_key_value_heads=2)
 
 
+def process_device(name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process: one GPU a process under `accelerate launch`/torchrun."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(name, int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
 def load_flashcards(path: Path, limit: int | None = None) -> list[dict[str, str]]:
     rows = json.loads(Path(path).read_text(encoding="utf-8"))
     rows = [{"question": r["input"].strip(), "answer": r["output"].strip()} for r in rows]

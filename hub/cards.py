@@ -111,6 +111,7 @@ def dotted(config: dict[str, Any], key: str) -> Any:
 def training_summary(exp: Experiment) -> list[tuple[str, str]]:
     m = exp.train_metrics
     items = [
+        ("batching", batching_text(m.get("batching"))),
         ("optimizer steps", m.get("steps")),
         ("initial validation loss", m.get("initial_eval_loss")),
         ("best validation loss", m.get("best_eval_loss")),
@@ -120,6 +121,20 @@ def training_summary(exp: Experiment) -> list[tuple[str, str]]:
         ("wall time (s)", m.get("wall_time_s")),
     ]
     return [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in items if v is not None]
+
+
+def batching_text(batching: dict | None) -> str | None:
+    """What one optimizer step held (train.batching_summary): the GPU fast path changes steps per epoch."""
+    if not batching:
+        return None
+    devices = f"{batching['processes']} process{'es' if batching['processes'] > 1 else ''}"
+    if batching["mode"] == "packed":
+        return (f"packed: whole examples in rows of {batching['row_tokens']} tokens, up to "
+                f"{batching['tokens_per_step']:,} tokens per optimizer step (about "
+                f"{batching['mean_examples_per_step']:g} examples; {batching['rows_per_device']} rows per device, "
+                f"{devices})")
+    return (f"{batching['sequences_per_step']} sequences per optimizer step ({batching['per_device_batch_size']} "
+            f"per device x {batching['gradient_accumulation_steps']} accumulation, {devices})")
 
 
 def provenance_rows(exp: Experiment, inputs: Inputs, where: Where) -> list[tuple[str, str]]:

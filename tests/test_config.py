@@ -104,6 +104,22 @@ def test_batch_sizes_must_divide(tmp_path):
     assert "multiple of per_device_batch_size (3)" in message
 
 
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("batch_tokens: 256\n", "less than one row of max_seq_length (512)"),
+    ("batch_tokens: 4096\npadding_free: false\n", "set padding_free to auto or true"),
+    ("batch_tokens: -8\n", "positive number of tokens"),
+])
+def test_batch_tokens_is_checked(tmp_path, yaml_text, expected):
+    assert expected in problem(write(tmp_path, yaml_text))
+
+
+def test_auto_batch_tokens_follow_gpu_memory():
+    from training.train import auto_batch_tokens
+
+    gib = 2**30
+    assert [auto_batch_tokens(n * gib) for n in (141, 80, 40, 24, 15, 2)] == [32768, 20480, 10240, 6144, 3072, 1024]
+
+
 def test_cli_reports_bad_config_in_one_line():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(

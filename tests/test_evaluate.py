@@ -57,6 +57,9 @@ def test_batched_generation_equals_one_at_a_time(tiny):
     single = [generate(model, tokenizer, [p], batch_size=1, max_new_tokens=16)[0] for p in prompts]
     assert batched == single
     assert all(batched) and len(set(batched)) > 1
+    # The GPU path: a static cache, the short last batch filled up to the batch size (len(QUESTIONS) % 3 != 0).
+    assert len(prompts) % 3
+    assert generate(model, tokenizer, prompts, batch_size=3, max_new_tokens=16, static_cache=True) == single
 
 
 @pytest.mark.slow
@@ -262,3 +265,41 @@ def test_medqa_loads_from_a_hub_dataset(hub_server, hub_token, tmp_path):
     assert medqa.load_questions(repo, limit=1, split="test") == rows[:1]
     with pytest.raises(HubError, match=f"cannot load MedQA dataset '{hub_server.user}/missing-medqa'"):
         medqa.load_questions(f"{hub_server.user}/missing-medqa")
+
+
+def test_grouped_decode_attention_equals_sdpa():
+    """The decode step's attention without copied key/value heads computes what transformers' sdpa computes."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from training.generation import grouped_decode_attention
+
+    generator = torch.Generator().manual_seed(3)
+    batch, kv_heads, groups, length, dim = 3, 2, 4, 11, 8
+    query = torch.randn(batch, kv_heads * groups, 1, dim, generator=generator)
+    key, value = (torch.randn(batch, kv_heads, length, dim, generator=generator) for _ in range(2))
+    mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    mask[0, ..., :4] = False  # left padding
+    mask[2, ..., :7] = False
+    module = SimpleNamespace(num_key_value_groups=groups, is_causal=True, training=False)
+    for attention_mask in (mask, None):
+        expected, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=0.3)
+        got, _ = grouped_decode_attention(module, query, key, value, attention_mask, scaling=0.3)
+        assert got.shape == expected.shape == (batch, 1, kv_heads * groups, dim)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluation_model_decodes_as_plain_sdpa(tiny):
+    from transformers import AutoModelForCausalLM
+
+    from training.generation import DECODE_ATTENTION, generate
+
+    model, tokenizer = tiny
+    assert model.config._attn_implementation == DECODE_ATTENTION
+    plain = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=torch.float32).eval()
+    plain.generation_config = model.generation_config
+    assert plain.config._attn_implementation == "sdpa" and plain.config.num_key_value_heads < plain.config.num_attention_heads
+    prompts = [format_prompt(tokenizer, SYSTEM, q) for q in QUESTIONS]
+    assert generate(model, tokenizer, prompts, 3, 16) == generate(plain, tokenizer, prompts, 3, 16)

@@ -173,3 +173,67 @@ def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
     assert "attention_mask" not in batches[True] and batches[True]["input_ids"].shape[0] == 1
     assert real_tokens(batches[True]) == real_tokens(batches[False])
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base, tmp_path):
+    """batch_tokens: trl packs whole examples into rows, and a step's loss is theirs, computed one by one."""
+    from training.chat import load_tokenizer
+    from training.config import DataConfig, ExperimentConfig, validate
+    from training.prepare import prepare
+    from training.sample import SAMPLE_PATH
+    from training.train import batching_summary, build_model, build_trainer, load_splits, plan_hardware
+
+    data_dir = tmp_path / "processed"
+    prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
+                       max_examples=40, output_dir=data_dir))
+    tokenizer = load_tokenizer(str(tiny_base))
+    trainers = {}
+    for batch_tokens in (None, 1024):
+        config = validate(ExperimentConfig, dict(
+            name="packed", base_model=str(tiny_base), base_revision=None, data_dir=str(data_dir),
+            runs_dir=str(tmp_path / "runs"), quantization="none", padding_free=True, batch_tokens=batch_tokens,
+            max_seq_length=128), "test")
+        hardware = plan_hardware(config)
+        assert hardware.batch_tokens == batch_tokens
+        model = build_model(config, hardware).eval()
+        trainers[batch_tokens] = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer),
+                                               eval_on_start=False)
+    summary = batching_summary(config, hardware, trainers[1024])
+    examples_per_step = summary.pop("mean_examples_per_step")
+    assert summary.pop("intervals") == {  # counted in examples: 50 and 10 steps of 8 sequences
+        "eval_steps": round(50 * 8 / examples_per_step), "save_steps": round(50 * 8 / examples_per_step),
+        "logging_steps": max(1, round(10 * 8 / examples_per_step))}
+    assert summary == {"mode": "packed", "tokens_per_step": 1024, "rows_per_device": 8, "row_tokens": 128,
+                       "processes": 1}
+    assert examples_per_step == pytest.approx(len(trainers[None].train_dataset) / len(trainers[1024].train_dataset) * 8)
+
+    def as_tuple(ids, labels):
+        return tuple(ids), tuple(labels)
+
+    # The examples, truncated to max_seq_length as trl truncates unpacked ones, each exactly once in the rows.
+    unpacked = sorted(as_tuple(r["input_ids"], r["labels"]) for r in trainers[None].train_dataset)
+    segments, batches = [], list(trainers[1024].get_train_dataloader())
+    for batch in batches:
+        assert batch["input_ids"].shape[0] == 1 and batch["input_ids"].shape[1] <= 1024
+        bounds = batch["cu_seq_lens_q"].tolist()
+        for start, end in zip(bounds, bounds[1:]):
+            ids = batch["input_ids"][0, start:end].tolist()
+            labels = batch["labels"][0, start:end].tolist()
+            assert labels[0] == -100  # no example learns to follow the one before it
+            segments.append((ids, labels))
+    assert any(len(ids) == 128 for ids, _ in segments), "the data should include an example cut at max_seq_length"
+    # trl's unpacked labels keep the first token's label; the collator masks it in both paths
+    assert sorted(as_tuple(ids, [-100] + labels[1:]) for ids, labels in segments) == \
+        sorted(as_tuple(ids, [-100] + list(labels[1:])) for ids, labels in unpacked)
+
+    # One packed micro-batch's loss is the token-weighted loss of its examples computed separately.
+    trainer, batch = trainers[1024], batches[0]
+    model = trainer.model
+    bounds = batch["cu_seq_lens_q"].tolist()
+    rows = [{"input_ids": batch["input_ids"][0, s:e].tolist(), "labels": batch["labels"][0, s:e].tolist()}
+            for s, e in zip(bounds, bounds[1:])]
+    with torch.no_grad():
+        packed = trainer.compute_loss(model, trainer._prepare_inputs(batch))
+        one_by_one = padded_losses(model, rows).sum() / sum(sum(x != -100 for x in r["labels"][1:]) for r in rows)
+    torch.testing.assert_close(packed, one_by_one, rtol=1e-5, atol=1e-5)

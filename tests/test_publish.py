@@ -183,6 +183,7 @@ def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeli
     files = HfApi().list_repo_files(published.adapter)
     assert all(link in files for link in ("plots/loss_curves.png", "plots/metrics.png"))
     assert "![loss curves](plots/loss_curves.png)" in card.text
+    assert "| batching | 2 sequences per optimizer step (2 per device x 1 accumulation, 1 process) |" in card.text
     branch_card = ModelCard.load(hf_hub_download(published.adapter, "README.md", revision=f"exp/{published.other}"))
     assert f'revision="exp/{published.other}"' in branch_card.text
     assert {r.metric_type for r in branch_card.data.eval_results} >= {"bleu", "perplexity"}
@@ -314,3 +315,13 @@ def test_push_check_runs_before_training_and_needs_a_write_token(hub_server, mon
     monkeypatch.setenv("HF_TOKEN", hub_server.read_token)
     code, output = run_hub("push", "--check", "--config-dir", str(tmp_path))
     assert code == 4 and output.startswith("error:") and output.count("\n") == 1
+
+
+def test_card_states_how_a_step_was_batched():
+    from hub.cards import batching_text
+
+    packed = {"mode": "packed", "tokens_per_step": 65536, "rows_per_device": 64, "row_tokens": 512, "processes": 2,
+              "mean_examples_per_step": 401.5, "intervals": {"eval_steps": 1, "save_steps": 1, "logging_steps": 1}}
+    assert batching_text(packed) == ("packed: whole examples in rows of 512 tokens, up to 65,536 tokens per optimizer "
+                                     "step (about 401.5 examples; 64 rows per device, 2 processes)")
+    assert batching_text(None) is None

@@ -235,3 +235,60 @@ def test_nf4_without_cuda_is_an_environment_problem(tmp_path):
     assert "bitsandbytes" not in sys.modules
     auto = plan_hardware(short_experiment(tmp_path, tmp_path, tmp_path, quantization="auto"))
     assert (auto.quantize, auto.precision) == (False, "fp32")
+
+
+def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
+    """The Trainer runs bf16 under autocast, where peft's cast of LoRA inputs to fp32 is a lossless round trip."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.train import skip_adapter_input_casts
+
+    def loss_and_grads(skip: bool):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_base), dtype=torch.bfloat16)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                     "o_proj"], lora_dropout=0.0))
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # non-zero, so the adapters change the output
+                torch.nn.init.normal_(param, std=0.05)
+        assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+        if skip:
+            skip_adapter_input_casts(model)
+        ids = torch.randint(3, base.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    (loss, grads), (skipped_loss, skipped_grads) = loss_and_grads(False), loss_and_grads(True)
+    assert torch.equal(loss, skipped_loss)
+    assert grads.keys() == skipped_grads.keys() and len(grads) == 4 * 2 * 2  # 2 tiny layers x 4 modules x A, B
+    for name in grads:
+        torch.testing.assert_close(skipped_grads[name], grads[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data, tmp_path):
+    """The GPU plan (bf16 autocast, adapter input casts skipped, packed steps), run on the CPU: training and
+    evaluation both run every LoRA layer under the Trainer's autocast, and the intervals count examples."""
+    import math
+
+    from training.chat import load_tokenizer
+    from training.train import Hardware, batching_summary
+
+    config = short_experiment(tiny_base, tiny_data, tmp_path / "runs", max_steps=3, batch_tokens=1024,
+                              padding_free=True, eval_steps=2, save_steps=2, logging_steps=1)
+    hardware = Hardware("cpu", quantize=False, precision="bf16", world_size=1, padding_free=True, batch_tokens=1024)
+    tokenizer = load_tokenizer(str(tiny_base))
+    model = build_model(config, hardware)
+    trainer = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer), eval_on_start=False)
+    assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in model.modules())
+    assert trainer.args.bf16 and trainer.args.packing and trainer.args.per_device_train_batch_size == 1024 // 256
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
+    batching = batching_summary(config, hardware, trainer)
+    assert batching["mode"] == "packed" and batching["intervals"]["logging_steps"] == 1

@@ -124,8 +124,19 @@ class ExperimentConfig(StrictModel):
     padding_free: Literal["auto"] | bool = Field(
         "auto",
         description="each micro-batch's examples as one unpadded row (training/packing.py: same losses, no "
-        "compute on padding); auto: on with CUDA. Batch sizes and steps per epoch are unchanged; on a GPU, "
-        "raise per_device_batch_size (e.g. 64-128) to fill it",
+        "compute on padding); auto: on with CUDA",
+    )
+    batch_tokens: Literal["auto"] | int | None = Field(
+        "auto",
+        description="the GPU fast path: each optimizer step takes whole examples packed into rows of "
+        "max_seq_length, up to this many tokens per device (trl's best-fit-decreasing packing, padding-free), "
+        "instead of effective_batch_size sequences. Fewer, larger steps; per_device_batch_size and "
+        "effective_batch_size are then unused. auto: sized from GPU memory when padding_free is on "
+        "(256 per GiB, at most 32768), off otherwise; null: always batches of sequences",
+    )
+    liger_kernels: Literal["auto"] | bool = Field(
+        "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary; same math) on a CUDA GPU, "
+        "through trl; auto: when the liger-kernel package is installed",
     )
     eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps")
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
@@ -141,7 +152,21 @@ class ExperimentConfig(StrictModel):
                 f"effective_batch_size ({self.effective_batch_size}) must be a multiple of "
                 f"per_device_batch_size ({self.per_device_batch_size})"
             )
+        if isinstance(self.batch_tokens, int):
+            if self.padding_free is False:
+                raise ValueError("batch_tokens packs padding-free rows: set padding_free to auto or true, "
+                                 "or batch_tokens to null")
+            if self.batch_tokens < self.max_seq_length:
+                raise ValueError(f"batch_tokens ({self.batch_tokens}) is less than one row of max_seq_length "
+                                 f"({self.max_seq_length}) tokens")
         return self
+
+    @field_validator("batch_tokens")
+    @classmethod
+    def _positive_tokens(cls, v):
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive number of tokens, 'auto' or null")
+        return v
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -289,7 +314,7 @@ class EvalConfig(StrictModel):
     models: list[str] | None = Field(None, description="evaluate only these ('base' and/or experiment names); None: all")
     limit: int | None = Field(None, gt=0, description="evaluate only the first N test examples")
     batch_size: int | None = Field(
-        None, gt=0, description="sequences per forward pass; None: 16, and 256 for generation on a GPU"
+        None, gt=0, description="sequences per forward pass; None: 16, and for generation on a GPU 1024 (256 under 32 GiB)"
     )
     max_new_tokens: int = Field(128, gt=0, le=4096, description="generated answer length cap (greedy decoding)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")

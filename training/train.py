@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class Hardware:
     precision: str  # "bf16", "fp16" or "fp32"
     world_size: int  # processes under DDP
     padding_free: bool = False  # micro-batches as one unpadded row (training/packing.py)
+    batch_tokens: int | None = None  # packed rows: tokens per device per optimizer step (None: sequences)
+    liger: bool = False  # Liger's fused kernels
 
     @property
     def dtype(self):
@@ -104,7 +107,31 @@ def plan_hardware(config: ExperimentConfig) -> Hardware:
     elif precision == "bf16" and cuda and not bf16:
         raise EnvironmentProblem(f"experiment '{config.name}': this GPU has no bf16; use fp16 or auto")
     padding_free = cuda if config.padding_free == "auto" else config.padding_free
-    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size(), padding_free)
+    batch_tokens = config.batch_tokens
+    if batch_tokens == "auto":
+        batch_tokens = auto_batch_tokens(torch.cuda.get_device_properties(0).total_memory) \
+            if cuda and padding_free else None
+    liger = config.liger_kernels
+    if liger == "auto":
+        liger = cuda and importlib.util.find_spec("liger_kernel") is not None
+    elif liger and not cuda:
+        raise EnvironmentProblem(f"experiment '{config.name}': liger_kernels needs a CUDA GPU; use auto or false")
+    elif liger and importlib.util.find_spec("liger_kernel") is None:
+        raise EnvironmentProblem(f"experiment '{config.name}': liger_kernels needs the liger-kernel package "
+                                 "(pip install liger-kernel); use auto or false")
+    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size(), padding_free, batch_tokens, liger)
+
+
+def auto_batch_tokens(gpu_memory_bytes: int) -> int:
+    """Tokens per packed micro-batch that fit a GPU: 256 per GiB, a multiple of 1024, 1024 to 32768.
+
+    Measured through this trainer on an H200 (bench/README.md): 16384 tokens peak at 29 GB in bf16 and
+    39 GB in QLoRA, 32768 at 54 GB in bf16, and 32768 trains 11% faster than 16384. Smaller GPUs get
+    proportionally fewer (an A100-80GB: 20480; a T4's 15 GiB: 3072).
+    """
+    per_gib = 256
+    tokens = gpu_memory_bytes // 2**30 * per_gib // 1024 * 1024
+    return int(min(32768, max(1024, tokens)))
 
 
 def accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
@@ -288,9 +315,7 @@ def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_
 
     return SFTConfig(
         output_dir=str(config.run_dir / "checkpoints"),
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=accumulation_steps(config, hardware.world_size),
+        **batching_arguments(config, hardware),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
@@ -302,6 +327,7 @@ def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_
         fp16=hardware.precision == "fp16",
         activation_checkpointing=config.gradient_checkpointing,
         dataloader_pin_memory=hardware.device == "cuda",
+        use_cpu=hardware.device == "cpu",
         max_length=config.max_seq_length,
         completion_only_loss=True,  # loss on the answer (and its eos), never on the prompt
         eval_strategy="steps",
@@ -313,11 +339,48 @@ def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_
         save_total_limit=config.keep_checkpoints,
         seed=config.seed,
         data_seed=config.seed,
-        include_num_input_tokens_seen="non_padding",
+        # Padding-free rows hold no padding, and counting "non-pad" ids there would drop every eos (pad == eos).
+        include_num_input_tokens_seen="all" if hardware.padding_free else "non_padding",
+        use_liger_kernel=hardware.liger,
         report_to="none",  # TensorBoard is added as a callback, to write into runs/<exp>/tensorboard
         disable_tqdm=False,
         ddp_find_unused_parameters=False if hardware.world_size > 1 else None,
     )
+
+
+def batching_arguments(config: ExperimentConfig, hardware: Hardware) -> dict[str, Any]:
+    """Batches of sequences (the notebook's recipe), or packed rows up to `batch_tokens` per device.
+
+    Packed: trl packs whole examples (best-fit decreasing) into rows of at most max_seq_length tokens, as
+    it would truncate them, and the padding-free collator lays a micro-batch's rows end to end, with
+    attention kept inside each example. One micro-batch per optimizer step. Validation keeps unpacked
+    batches of sequences, so its loss is averaged the same way on every machine.
+    """
+    if not hardware.batch_tokens:
+        return dict(per_device_train_batch_size=config.per_device_batch_size,
+                    per_device_eval_batch_size=config.per_device_batch_size,
+                    gradient_accumulation_steps=accumulation_steps(config, hardware.world_size))
+    rows = packed_rows(config, hardware)
+    return dict(per_device_train_batch_size=rows, per_device_eval_batch_size=rows,
+                gradient_accumulation_steps=1, packing=True, packing_strategy="bfd", eval_packing=False)
+
+
+def packed_rows(config: ExperimentConfig, hardware: Hardware) -> int:
+    return max(1, hardware.batch_tokens // config.max_seq_length)
+
+
+def batching_summary(config: ExperimentConfig, hardware: Hardware, trainer) -> dict[str, Any]:
+    """How an optimizer step was formed, for metrics.json and the model card."""
+    if not hardware.batch_tokens:
+        return {"mode": "sequences", "sequences_per_step": config.effective_batch_size,
+                "per_device_batch_size": config.per_device_batch_size,
+                "gradient_accumulation_steps": accumulation_steps(config, hardware.world_size),
+                "processes": hardware.world_size}
+    rows = packed_rows(config, hardware)
+    return {"mode": "packed", "tokens_per_step": rows * config.max_seq_length * hardware.world_size,
+            "rows_per_device": rows, "row_tokens": config.max_seq_length, "processes": hardware.world_size,
+            "mean_examples_per_step": round(packed_examples_per_step(trainer, hardware), 1),
+            "intervals": {name: getattr(trainer.args, name) for name in ("eval_steps", "save_steps", "logging_steps")}}
 
 
 def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer, splits, *,
@@ -327,15 +390,54 @@ def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer
 
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str(config.run_dir / "tensorboard")
-    return SFTTrainer(
-        model=model,
-        args=training_arguments(config, hardware, eval_on_start=eval_on_start),
-        data_collator=padding_free_collator(tokenizer) if hardware.padding_free else None,
-        train_dataset=splits["train"],
-        eval_dataset=splits["validation"],
-        processing_class=tokenizer,
-        callbacks=[tensorboard, *callbacks],
-    )
+    if hardware.precision != "fp32":
+        skip_adapter_input_casts(model)
+    with warnings.catch_warnings():
+        # trl points Liger users to Hub kernels, which are downloaded at run time; Liger runs offline.
+        warnings.filterwarnings("ignore", message=".*use_liger_kernel=True.* is deprecated", category=FutureWarning)
+        trainer = SFTTrainer(
+            model=model,
+            args=training_arguments(config, hardware, eval_on_start=eval_on_start),
+            # Packing: trl builds the same padding-free collator itself (and refuses one passed in).
+            data_collator=padding_free_collator(tokenizer) if hardware.padding_free and not hardware.batch_tokens
+            else None,
+            train_dataset=splits["train"],
+            eval_dataset=splits["validation"],
+            processing_class=tokenizer,
+            callbacks=[tensorboard, *callbacks],
+        )
+    if hardware.batch_tokens:
+        rescale_intervals(trainer, config, hardware)
+    return trainer
+
+
+def packed_examples_per_step(trainer, hardware: Hardware) -> float:
+    """Mean examples in one packed optimizer step, over all processes (trl records each row's examples)."""
+    rows = trainer.train_dataset
+    examples = sum(len(lengths) for lengths in rows["seq_lengths"])
+    return examples / max(len(rows), 1) * trainer.args.per_device_train_batch_size * hardware.world_size
+
+
+def rescale_intervals(trainer, config: ExperimentConfig, hardware: Hardware) -> None:
+    """Keep eval/save/logging intervals in examples: the configs count steps of effective_batch_size
+    sequences, and a packed step holds far more (eval_steps 50 = every 400 examples at 8 a step)."""
+    per_step = packed_examples_per_step(trainer, hardware)
+    for name in ("eval_steps", "save_steps", "logging_steps"):
+        setattr(trainer.args, name, max(1, round(getattr(config, name) * config.effective_batch_size / per_step)))
+
+
+def skip_adapter_input_casts(model) -> None:
+    """Let LoRA layers take their bf16/fp16 input as it is, for a Trainer that runs them under autocast.
+
+    peft casts each LoRA layer's input to the adapter's fp32 dtype, and autocast then casts it back to
+    bf16/fp16 for the matmul: the round trip is exact, so the result is the same, but the copies (forward
+    and backward, for each adapted projection) took 17% of a bf16 step's GPU time on an H200 (bench/README.md).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
 
 
 def padding_free_collator(tokenizer):
@@ -375,6 +477,7 @@ def train_experiment(config: ExperimentConfig, *, resume: bool = False, callback
     if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e for e in trainer.state.log_history):
         trainer.evaluate()  # the final loss is measured on the final weights
     metrics = collect_metrics(trainer.state, clock, hardware)
+    metrics["batching"] = batching_summary(config, hardware, trainer)
     if trainer.is_world_process_zero():
         write_outputs(config, trainer, tokenizer, metrics)
     return {"name": config.name, "run_dir": str(config.run_dir), **metrics}
@@ -439,7 +542,8 @@ def collect_metrics(state, clock, hardware: Hardware) -> dict[str, Any]:
         "tokens_per_s": round(session_tokens / clock.seconds, 1) if clock.seconds else None,
         **peak_memory(hardware),
         "hardware": {"device": hardware.device, "precision": hardware.precision,
-                     "quantization": "nf4" if hardware.quantize else "none", "processes": hardware.world_size},
+                     "quantization": "nf4" if hardware.quantize else "none", "processes": hardware.world_size,
+                     "padding_free": hardware.padding_free, "liger_kernels": hardware.liger},
     }
 
 

@@ -1,0 +1,229 @@
+"""Training throughput of `python -m training train` itself: trl's SFTTrainer as train.py builds it.
+
+bench_train_gpu.py compares recipes in a plain loop on the model alone; this one runs the project's
+whole training path (prepare -> plan_hardware -> build_model -> build_trainer -> Trainer.train) on the
+real flashcards and tokenizer with TinyLlama-1.1B's architecture (random weights), one variant of the
+experiment config at a time, and times optimizer steps after warm-up with a callback. "Real tokens"
+are the Trainer's own count (`num_input_tokens_seen`: every token of the padding-free rows; the sum
+over processes under DDP). MFU = tokens/s x 4N (N = 1.034e9) / (measured bf16 matmul rate x GPUs).
+
+    python bench/bench_sft_gpu.py --out sft_1gpu.json                                    # one GPU
+    accelerate launch --config_file configs/accelerate/ddp.yaml bench/bench_sft_gpu.py \\
+        --variants bf16 --out sft_2gpu.json                                              # DDP
+    python bench/bench_sft_gpu.py --tiny --device cpu --variants cpu_packed --steps 2 --warmup 1 --out /tmp/s.json
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    TINYLLAMA_MATMUL_PARAMS, environment, matmul_tflops, peak_memory_gb, process_device, random_base_model,
+    synchronize,
+)
+from training.atomic import write_json_atomic  # noqa: E402
+
+SHARED = REPO_ROOT.parent / "shared" / "data"
+
+ADAPTER_CASTS = "adapter_input_casts"  # a bench-only setting: undo train.skip_adapter_input_casts
+
+# name -> experiment settings over exp1's (configs/experiments/exp1.yaml). "default" is exp1 as shipped:
+# QLoRA when bitsandbytes is installed, packed batches sized from GPU memory, Liger when installed.
+# Liger patches transformers' Llama classes for the whole process: run a *_no_liger variant in a
+# process of its own, before any variant with Liger.
+VARIANTS = {
+    "default": {},
+    "default_no_liger": {"liger_kernels": False},
+    "bf16": {"quantization": "none"},
+    "bf16_no_liger": {"quantization": "none", "liger_kernels": False},
+    "bf16_16k": {"quantization": "none", "batch_tokens": 16384},
+    "bf16_no_liger_adapter_casts": {"quantization": "none", "liger_kernels": False, ADAPTER_CASTS: True},
+    "bf16_sequences_b4x2": {"quantization": "none", "batch_tokens": None},  # the notebook's batches, padding-free
+    "cpu_packed": {"quantization": "none", "batch_tokens": 1024, "padding_free": True},  # smoke test
+}
+
+PROFILED_STEPS = 3
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+",
+                        default=["default", "bf16", "bf16_16k", "bf16_sequences_b4x2"],
+                        choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=16, help="timed optimizer steps per variant")
+    parser.add_argument("--warmup", type=int, default=4, help="untimed optimizer steps first")
+    parser.add_argument("--tokenizer", type=Path, default=SHARED / "tokenizer")
+    parser.add_argument("--model-config", type=Path, default=SHARED / "tokenizer", help="folder with config.json")
+    parser.add_argument("--flashcards", type=Path, default=SHARED / "flashcards" / "medical_flashcards_test_3396.json")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/bench-sft"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="shrink the architecture (CPU smoke test)")
+    parser.add_argument("--profile", nargs="*", default=[], choices=list(VARIANTS),
+                        help="variants to profile after their timed steps (profile_<variant>.txt beside --out)")
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank, world, device = process_device(args.device)
+    base_dir, data_dir = args.work_dir / ("tiny-base" if args.tiny else "base"), args.work_dir / "data"
+    if rank == 0:
+        prepare_inputs(args, base_dir, data_dir)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.barrier()
+    peak = matmul_tflops(device)
+    results = {"environment": environment(), "world_size": world, "matmul_tflops_bf16": peak,
+               "steps": args.steps, "warmup": args.warmup, "variants": {}}
+    for name in args.variants:
+        try:
+            outcome = run_variant(name, base_dir, data_dir, args, device)
+        except Exception as exc:  # one variant failing (a missing package, OOM) must not lose the others
+            outcome = {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if peak and "tokens_per_s" in outcome:
+            outcome["mfu"] = round(outcome["tokens_per_s"] * 4 * TINYLLAMA_MATMUL_PARAMS / (peak * 1e12 * world), 4)
+        results["variants"][name] = outcome
+        if rank == 0:
+            print(f"{name}: {summarize(outcome)}", flush=True)
+            write_json_atomic(args.out, results)
+    return 0
+
+
+def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
+    """The random base (with the real tokenizer beside it, as a Hub checkpoint has) and the prepared splits."""
+    from training.chat import load_tokenizer
+    from training.config import DataConfig
+    from training.prepare import prepare
+
+    if not (base_dir / "config.json").exists():
+        random_base_model(args.model_config, base_dir, tiny=args.tiny)
+        load_tokenizer(args.tokenizer).save_pretrained(str(base_dir))
+    if not data_dir.exists():
+        prepare(DataConfig(source=str(args.flashcards), revision=None, tokenizer=str(base_dir), tokenizer_revision=None,
+                           max_examples="all", output_dir=data_dir))
+
+
+def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict:
+    from training.config import load_experiment
+    from training.train import (
+        batching_summary, build_model, build_trainer, load_splits, load_tokenizer, plan_hardware,
+    )
+
+    settings = {"base_model": str(base_dir), "base_revision": None, "data_dir": str(data_dir),
+                "runs_dir": str(args.work_dir / "runs"), "epochs": 1000,
+                "max_steps": args.warmup + args.steps + (PROFILED_STEPS if name in args.profile else 0),
+                "logging_steps": 1, "eval_steps": 10**6, "save_steps": 10**6, **{k: v for k, v in VARIANTS[name].items() if k != ADAPTER_CASTS}}
+    config = load_experiment("exp1", config_dir=REPO_ROOT / "configs").model_copy(update={"name": name, **settings})
+    config = type(config).model_validate(config.model_dump())  # validated like a file
+    hardware = plan_hardware(config)
+    tokenizer = load_tokenizer(config)
+    splits = load_splits(config, tokenizer)
+    model = build_model(config, hardware)
+    profile_to = args.out.with_name(f"profile_{name}.txt") if name in args.profile else None
+    timer = StepTimer(args.warmup, args.steps, device, profile_to)
+    trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=False, callbacks=[timer])
+    if VARIANTS[name].get(ADAPTER_CASTS):
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = True
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    trainer.train()
+    losses = [round(e["loss"], 4) for e in trainer.state.log_history if "loss" in e]
+    outcome = {
+        "settings": VARIANTS[name], "batching": batching_summary(config, hardware, trainer),
+        "hardware": {"quantization": "nf4" if hardware.quantize else "none", "precision": hardware.precision,
+                     "padding_free": hardware.padding_free, "liger_kernels": hardware.liger},
+        "tokens_per_s": round(timer.tokens / timer.seconds, 1), "timed_tokens": timer.tokens,
+        "timed_seconds": round(timer.seconds, 3), "warmup_seconds": round(timer.warm_seconds(started), 2),
+        "steps_per_epoch": math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps),
+        "peak_memory_gb": peak_memory_gb(device),
+        "step_losses": losses, "fixed_batch": timer.fixed_batch,
+    }
+    del trainer, model
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+    return outcome
+
+
+class StepTimer:
+    """Times optimizer steps warmup+1 .. warmup+steps and counts the Trainer's tokens over them; then, when
+    `profile_to` is given, profiles `PROFILED_STEPS` more steps with torch.profiler (a table by GPU time)."""
+
+    def __new__(cls, warmup: int, steps: int, device, profile_to: Path | None = None):
+        from transformers import TrainerCallback
+
+        class _StepTimer(TrainerCallback):
+            def __init__(self):
+                self.start = self.seconds = self.profiler = None
+                self.tokens_at_start = self.tokens = 0
+
+            def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+                self.fixed_batch = fixed_batch_check(model, next(iter(train_dataloader)), device, args.bf16)
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step == warmup:  # tokens are counted after this call, per micro-batch
+                    synchronize(device)
+                    self.start, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
+                if state.global_step == warmup + steps and profile_to:
+                    self.profiler = torch.profiler.profile(
+                        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+                    self.profiler.start()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup + steps:
+                    synchronize(device)
+                    self.seconds = time.perf_counter() - self.start
+                    self.tokens = state.num_input_tokens_seen - self.tokens_at_start
+                if state.global_step == state.max_steps:
+                    control.should_evaluate = control.should_save = False  # the Trainer's end-of-run extras
+                    if self.profiler:
+                        synchronize(device)
+                        self.profiler.stop()
+                        table = self.profiler.key_averages().table(sort_by="cuda_time_total", row_limit=40)
+                        profile_to.write_text(f"{PROFILED_STEPS} optimizer steps\n{table}\n", encoding="utf-8")
+
+            def warm_seconds(self, started: float) -> float:
+                return self.start - started
+
+        return _StepTimer()
+
+
+def fixed_batch_check(model, batch, device, bf16: bool) -> dict:
+    """Loss and LoRA gradient norm on the first batch, dropout off, under the Trainer's autocast, with every
+    kernel the Trainer applies (Liger): the same math gives the same numbers to bf16 rounding."""
+    model.eval()
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**inputs).loss
+    loss.backward()
+    norm = torch.stack([p.grad.float().norm() ** 2 for p in model.parameters() if p.grad is not None]).sum().sqrt()
+    model.zero_grad(set_to_none=True)
+    model.train()
+    return {"loss": round(loss.item(), 6), "grad_norm": round(norm.item(), 6)}
+
+
+def summarize(result: dict) -> str:
+    if "error" in result:
+        return "ERROR " + result["error"]
+    return (f"{result['tokens_per_s']:,.0f} tok/s, mfu {result.get('mfu')}, peak {result['peak_memory_gb']} GB, "
+            f"{result['steps_per_epoch']} steps/epoch, warm-up {result['warmup_seconds']} s, "
+            f"losses {result['step_losses'][:3]}...{result['step_losses'][-2:]}, fixed batch {result['fixed_batch']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
