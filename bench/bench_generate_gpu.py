@@ -174,8 +174,11 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
     reused thread, the adapter's chat contract: greedy, 256 new tokens), on the merged model.
 
     TTFT is when the first text piece reaches the caller, as a browser sees it (the streamer releases
-    text at word ends). The static-cache variant sets `cache_implementation` on the model's generation config.
+    text at word ends). The static-cache variants set `cache_implementation` and `compile_config` on the
+    model's generation config.
     """
+    from transformers.generation import CompileConfig
+
     space = load_space_module()
     helper = space.Assistant(
         config=space.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False),
@@ -183,8 +186,6 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
         models={"tuned": model})
     space._LOADED[helper.key] = helper
     prompt = helper.build_prompt(question, [])
-    from transformers.generation import CompileConfig
-
     model.generation_config.cache_implementation = cache_implementation
     model.generation_config.compile_config = CompileConfig(mode=compile_mode) if compile_mode else None
     measurements = []

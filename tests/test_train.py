@@ -292,3 +292,14 @@ def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data,
     assert math.isfinite(trainer.evaluate()["eval_loss"])
     batching = batching_summary(config, hardware, trainer)
     assert batching["mode"] == "packed" and batching["intervals"]["logging_steps"] == 1
+
+
+def test_accumulation_must_divide_over_processes_unless_steps_are_packed(monkeypatch, tmp_path):
+    from training.errors import ConfigError
+    from training.train import check_batch
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    config = validate(ExperimentConfig, dict(name="ddp", quantization="none", runs_dir=str(tmp_path)), "test")
+    with pytest.raises(ConfigError, match=r"effective_batch_size 8 is not a multiple of per_device_batch_size 4 x 3"):
+        check_batch(config)
+    check_batch(config.model_copy(update={"batch_tokens": 1024, "padding_free": True}))  # one packed row set a GPU

@@ -167,7 +167,8 @@ def check_experiment(config: ExperimentConfig) -> list[UserError]:
 
 
 def check_batch(config: ExperimentConfig) -> None:
-    accumulation_steps(config, world_size())
+    if not plan_hardware(config).batch_tokens:  # packed steps take no gradient accumulation
+        accumulation_steps(config, world_size())
 
 
 def world_size() -> int:
