@@ -26,10 +26,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    TINYLLAMA_MATMUL_PARAMS, environment, matmul_tflops, peak_memory_gb, process_device, random_base_model,
-    synchronize,
+    TINYLLAMA_MATMUL_PARAMS, environment, loss_and_grad_norm, matmul_tflops, peak_memory_gb, process_device,
+    random_base_model, synchronize,
 )
 from training.atomic import write_json_atomic  # noqa: E402
 
@@ -118,7 +119,7 @@ def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
 
 
 def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict:
-    from training.config import load_experiment
+    from training.config import ExperimentConfig, dump, load_experiment, validate
     from training.train import (
         batching_summary, build_model, build_trainer, load_splits, load_tokenizer, plan_hardware,
     )
@@ -127,8 +128,8 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
                 "runs_dir": str(args.work_dir / "runs"), "epochs": 1000,
                 "max_steps": args.warmup + args.steps + (PROFILED_STEPS if name in args.profile else 0),
                 "logging_steps": 1, "eval_steps": 10**6, "save_steps": 10**6, **{k: v for k, v in VARIANTS[name].items() if k != ADAPTER_CASTS}}
-    config = load_experiment("exp1", config_dir=REPO_ROOT / "configs").model_copy(update={"name": name, **settings})
-    config = type(config).model_validate(config.model_dump())  # validated like a file
+    exp1 = dump(load_experiment("exp1", config_dir=REPO_ROOT / "configs"))
+    config = validate(ExperimentConfig, {**exp1, "name": name, **settings}, f"bench variant {name}")
     hardware = plan_hardware(config)
     tokenizer = load_tokenizer(config)
     splits = load_splits(config, tokenizer)
@@ -150,7 +151,7 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
         "hardware": {"quantization": "nf4" if hardware.quantize else "none", "precision": hardware.precision,
                      "padding_free": hardware.padding_free, "liger_kernels": hardware.liger},
         "tokens_per_s": round(timer.tokens / timer.seconds, 1), "timed_tokens": timer.tokens,
-        "timed_seconds": round(timer.seconds, 3), "warmup_seconds": round(timer.warm_seconds(started), 2),
+        "timed_seconds": round(timer.seconds, 3), "warmup_seconds": round(timer.start - started, 2),
         "steps_per_epoch": math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps),
         "peak_memory_gb": peak_memory_gb(device),
         "step_losses": losses, "fixed_batch": timer.fixed_batch,
@@ -160,61 +161,41 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
     return outcome
 
 
-class StepTimer:
-    """Times optimizer steps warmup+1 .. warmup+steps and counts the Trainer's tokens over them; then, when
-    `profile_to` is given, profiles `PROFILED_STEPS` more steps with torch.profiler (a table by GPU time)."""
+class StepTimer(TrainerCallback):
+    """Times optimizer steps warmup+1 .. warmup+steps and counts the Trainer's tokens over them; checks the
+    first batch's loss and gradient norm with every kernel the Trainer applies (Liger), under its autocast;
+    then, when `profile_to` is given, profiles `PROFILED_STEPS` more steps (a table by GPU time)."""
 
-    def __new__(cls, warmup: int, steps: int, device, profile_to: Path | None = None):
-        from transformers import TrainerCallback
+    def __init__(self, warmup: int, steps: int, device, profile_to: Path | None = None):
+        self.warmup, self.steps, self.device, self.profile_to = warmup, steps, device, profile_to
+        self.start = self.seconds = self.profiler = self.fixed_batch = None
+        self.tokens_at_start = self.tokens = 0
 
-        class _StepTimer(TrainerCallback):
-            def __init__(self):
-                self.start = self.seconds = self.profiler = None
-                self.tokens_at_start = self.tokens = 0
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        self.fixed_batch = loss_and_grad_norm(model, next(iter(train_dataloader)), self.device,
+                                              torch.bfloat16 if args.bf16 else None)
 
-            def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-                self.fixed_batch = fixed_batch_check(model, next(iter(train_dataloader)), device, args.bf16)
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:  # tokens are counted after this call, per micro-batch
+            synchronize(self.device)
+            self.start, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
+        if state.global_step == self.warmup + self.steps and self.profile_to:
+            self.profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+            self.profiler.start()
 
-            def on_step_begin(self, args, state, control, **kwargs):
-                if state.global_step == warmup:  # tokens are counted after this call, per micro-batch
-                    synchronize(device)
-                    self.start, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
-                if state.global_step == warmup + steps and profile_to:
-                    self.profiler = torch.profiler.profile(
-                        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
-                    self.profiler.start()
-
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == warmup + steps:
-                    synchronize(device)
-                    self.seconds = time.perf_counter() - self.start
-                    self.tokens = state.num_input_tokens_seen - self.tokens_at_start
-                if state.global_step == state.max_steps:
-                    control.should_evaluate = control.should_save = False  # the Trainer's end-of-run extras
-                    if self.profiler:
-                        synchronize(device)
-                        self.profiler.stop()
-                        table = self.profiler.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-                        profile_to.write_text(f"{PROFILED_STEPS} optimizer steps\n{table}\n", encoding="utf-8")
-
-            def warm_seconds(self, started: float) -> float:
-                return self.start - started
-
-        return _StepTimer()
-
-
-def fixed_batch_check(model, batch, device, bf16: bool) -> dict:
-    """Loss and LoRA gradient norm on the first batch, dropout off, under the Trainer's autocast, with every
-    kernel the Trainer applies (Liger): the same math gives the same numbers to bf16 rounding."""
-    model.eval()
-    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = model(**inputs).loss
-    loss.backward()
-    norm = torch.stack([p.grad.float().norm() ** 2 for p in model.parameters() if p.grad is not None]).sum().sqrt()
-    model.zero_grad(set_to_none=True)
-    model.train()
-    return {"loss": round(loss.item(), 6), "grad_norm": round(norm.item(), 6)}
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup + self.steps:
+            synchronize(self.device)
+            self.seconds = time.perf_counter() - self.start
+            self.tokens = state.num_input_tokens_seen - self.tokens_at_start
+        if state.global_step == state.max_steps:
+            control.should_evaluate = control.should_save = False  # the Trainer's end-of-run extras
+            if self.profiler:
+                synchronize(self.device)
+                self.profiler.stop()
+                table = self.profiler.key_averages().table(sort_by="cuda_time_total", row_limit=40)
+                self.profile_to.write_text(f"{PROFILED_STEPS} optimizer steps\n{table}\n", encoding="utf-8")
 
 
 def summarize(result: dict) -> str:

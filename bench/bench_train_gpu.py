@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, matmul_tflops, peak_memory_gb, process_device,
-    random_base_model, synchronize, tokenize_examples,
+    TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, loss_and_grad_norm, matmul_tflops, peak_memory_gb,
+    process_device, random_base_model, synchronize, to_device, tokenize_examples,
 )
 from training.atomic import write_json_atomic  # noqa: E402
 from training.packing import enable_padding_free, padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
@@ -241,23 +241,10 @@ def pad_batch(rows, pad_id) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def to_device(batch, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def fixed_batch_check(model, rows, recipe, pad_id, device) -> dict:
     """Loss and LoRA gradient norm on the same 64 examples, dropout off: equal math gives equal numbers."""
-    if recipe["batching"][0] == "tokens":
-        batch = padding_free_collator()(rows)
-    else:
-        batch = pad_batch(rows, pad_id)
-    model.eval()
-    loss = model(**to_device(batch, device)).loss
-    loss.backward()
-    grads = [p.grad.float().norm() ** 2 for p in model.parameters() if p.grad is not None]
-    norm = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
-    model.zero_grad(set_to_none=True)
-    return {"loss": round(loss.item(), 6), "grad_norm": round(norm, 6)}
+    batch = padding_free_collator()(rows) if recipe["batching"][0] == "tokens" else pad_batch(rows, pad_id)
+    return loss_and_grad_norm(model, batch, device)
 
 
 def reduce_over_ranks(tokens: int, seconds: float, device, world: int) -> tuple[int, float]:

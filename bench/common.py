@@ -7,6 +7,7 @@ project's modules that need neither: chat formatting, the model builder, the pac
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +31,26 @@ def process_device(name: str) -> tuple[int, int, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return rank, world, device
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def loss_and_grad_norm(model, batch: dict, device, autocast_dtype: torch.dtype | None = None) -> dict:
+    """Loss and gradient norm of the trainable parameters on one batch, dropout off, gradients cleared
+    after: the same math gives the same numbers (to the rounding of the dtype)."""
+    training = model.training
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with autocast:
+        loss = model(**to_device(batch, device)).loss
+    loss.backward()
+    grads = [p.grad.float().norm() ** 2 for p in model.parameters() if p.grad is not None]
+    norm = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+    model.zero_grad(set_to_none=True)
+    model.train(training)
+    return {"loss": round(loss.item(), 6), "grad_norm": round(norm, 6)}
 
 
 def load_flashcards(path: Path, limit: int | None = None) -> list[dict[str, str]]:

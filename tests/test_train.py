@@ -301,5 +301,6 @@ def test_accumulation_must_divide_over_processes_unless_steps_are_packed(monkeyp
     monkeypatch.setenv("WORLD_SIZE", "3")
     config = validate(ExperimentConfig, dict(name="ddp", quantization="none", runs_dir=str(tmp_path)), "test")
     with pytest.raises(ConfigError, match=r"effective_batch_size 8 is not a multiple of per_device_batch_size 4 x 3"):
-        check_batch(config)
-    check_batch(config.model_copy(update={"batch_tokens": 1024, "padding_free": True}))  # one packed row set a GPU
+        check_batch(config, plan_hardware(config))
+    packed = config.model_copy(update={"batch_tokens": 1024, "padding_free": True})
+    check_batch(packed, plan_hardware(packed))  # one packed row set a GPU

@@ -158,16 +158,24 @@ def check_all(configs: list[ExperimentConfig]) -> None:
 
 def check_experiment(config: ExperimentConfig) -> list[UserError]:
     problems: list[UserError] = []
-    for check in (plan_hardware, check_batch, check_data, check_base_model, check_runs_dir):
+
+    def attempt(check, *args):
         try:
-            check(config)
+            return check(*args)
         except UserError as exc:
             problems.append(exc)
+
+    hardware = attempt(plan_hardware, config)
+    attempt(check_batch, config, hardware)
+    for check in (check_data, check_base_model, check_runs_dir):
+        attempt(check, config)
     return problems
 
 
-def check_batch(config: ExperimentConfig) -> None:
-    if not plan_hardware(config).batch_tokens:  # packed steps take no gradient accumulation
+def check_batch(config: ExperimentConfig, hardware: Hardware | None) -> None:
+    """Gradient accumulation must divide over the processes; packed steps take none. `hardware` is None
+    when planning failed (reported on its own): then the sequence batches are checked."""
+    if hardware is None or not hardware.batch_tokens:
         accumulation_steps(config, world_size())
 
 
