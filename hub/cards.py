@@ -10,22 +10,31 @@ from pathlib import Path
 from typing import Any
 
 from hub.artifacts import Experiment, Inputs
+from training.config import MEDQA_ID
 from training.errors import HubError
 
 TEMPLATES = Path(__file__).parent / "templates"
 HUB_URL = "https://huggingface.co"
 TAGS = ["medical", "lora", "peft", "trl", "sft", "question-answering"]
-MEDQA_DEFAULT = "GBaker/MedQA-USMLE-4-options"
+# The eval/ folder pushed with each branch: per model, what `training evaluate` wrote (metrics.json,
+# predictions.jsonl, medqa.jsonl), from which every number on the card is recomputed.
+EVAL_FOLDER = "eval"
 
 # (metrics.json key, table label, model-index metric type, format)
 METRICS = (
-    ("bleu", "BLEU", "bleu", "{:.2f}"),
+    ("bleu", "BLEU (sacrebleu)", "bleu", "{:.2f}"),
+    ("nltk_sentence_bleu", "mean sentence BLEU (nltk)", "sentence_bleu", "{:.4f}"),
     ("rouge1", "ROUGE-1", "rouge1", "{:.4f}"),
     ("rouge2", "ROUGE-2", "rouge2", "{:.4f}"),
     ("rougeL", "ROUGE-L", "rougeL", "{:.4f}"),
+    ("rougeLsum", "ROUGE-Lsum", "rougeLsum", "{:.4f}"),
     ("perplexity", "Perplexity", "perplexity", "{:.3f}"),
-    ("medqa_accuracy", "MedQA acc.", "accuracy", "{:.4f}"),
+    ("medqa_accuracy", "MedQA acc. (chat, option text)", "accuracy", "{:.4f}"),
+    # the harness's own metric names, so these entries read as its medqa_4options results
+    ("medqa_harness_acc", "MedQA acc (lm-eval-harness)", "acc", "{:.4f}"),
+    ("medqa_harness_acc_norm", "MedQA acc_norm (lm-eval-harness)", "acc_norm", "{:.4f}"),
 )
+MEDQA_KEYS = ("medqa_accuracy", "medqa_harness_acc", "medqa_harness_acc_norm")
 HYPERPARAMETERS = (
     "learning_rate", "epochs", "max_steps", "per_device_batch_size", "effective_batch_size",
     "warmup_fraction", "weight_decay", "lr_scheduler", "max_seq_length", "lora.r", "lora.alpha",
@@ -61,44 +70,124 @@ def hub_link(repo_id: str, repo_type: str = "model") -> str:
     return f"{HUB_URL}/{prefix}{repo_id}"
 
 
-def fmt_metric(metric: dict[str, float] | None, pattern: str) -> str:
+def fmt_metric(metric: dict[str, float] | None, pattern: str, key: str = "value", signed: bool = False) -> str:
+    """`value [ci_low, ci_high]` (`± stderr` where there is one); signed for differences."""
     if not metric:
         return "–"
-    return f"{pattern.format(metric['value'])} [{pattern.format(metric['ci_low'])}, {pattern.format(metric['ci_high'])}]"
+    show = (lambda x: pattern.replace("{:", "{:+").format(x)) if signed else pattern.format
+    text = f"{show(metric[key])} [{show(metric['ci_low'])}, {show(metric['ci_high'])}]"
+    if metric.get("stderr") is not None:
+        text += f" ± {pattern.format(metric['stderr'])}"
+    return text
 
 
 def metrics_table(inputs: Inputs, experiments: list[Experiment]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Rows for base and each evaluated experiment; only metrics that someone has."""
-    rows = [("base", inputs.base_eval)] + [(exp.name, exp.eval_metrics) for exp in experiments]
-    rows = [(name, m) for name, m in rows if m]
-    shown = [spec for spec in METRICS if any(spec[0] in m for _, m in rows)]
-    table = [{"name": name, "cells": [str(m.get("n", "–"))] + [fmt_metric(m.get(key), fmt) for key, _, _, fmt in shown]}
-             for name, m in rows]
-    return ["n"] + [label for _, label, _, _ in shown], table
+    """One row per metric that someone has: n, then base and each evaluated experiment (model columns)."""
+    columns = [(name, m) for name, m in [("base", inputs.base_eval)] + [(e.name, e.eval_metrics) for e in experiments] if m]
+    rows = []
+    for key, label, _, fmt in METRICS:
+        if not any(key in m for _, m in columns):
+            continue
+        counts = sorted({str(metric_n(m, key)) for _, m in columns if key in m})
+        rows.append({"name": label, "cells": [" / ".join(counts)] + [fmt_metric(m.get(key), fmt) for _, m in columns]})
+    return ["n"] + [name for name, _ in columns], rows
+
+
+def paired_table(experiments: list[Experiment]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Experiment minus base per metric, paired on the same examples (the intervals that answer "is it better")."""
+    columns = [(e.name, (e.eval_metrics or {}).get("paired_vs_base")) for e in experiments]
+    columns = [(name, paired) for name, paired in columns if paired]
+    rows = [{"name": label, "cells": [fmt_metric(paired.get(key), fmt, "diff", signed=True) for _, paired in columns]}
+            for key, label, _, fmt in METRICS if any(key in paired for _, paired in columns)]
+    return [f"{name} − base" for name, _ in columns], rows
+
+
+def metric_n(metrics: dict[str, Any], key: str) -> int | str:
+    """How many examples (or MedQA questions) a metric was computed on."""
+    per_metric = metrics.get("n_per_metric") or {}
+    if key in per_metric:
+        return per_metric[key]
+    return metrics.get("medqa_n" if key in MEDQA_KEYS else "n", "–")
+
+
+def evaluation_notes(exp: Experiment, inputs: Inputs) -> dict[str, Any]:
+    """What the card states about how the numbers were made, read from eval_metrics.json."""
+    from training.evaluate import decoding_text
+
+    metrics = exp.eval_metrics or {}
+    decoding = metrics.get("decoding") or {}
+    intervals = metrics.get("intervals") or {}
+    medqa = metrics.get("medqa_source") or {}
+    base_decoding = (inputs.base_eval or {}).get("decoding") or {}
+    same = {k: decoding.get(k) for k in DECODING_COMPARED} == {k: base_decoding.get(k) for k in DECODING_COMPARED}
+    return {
+        "decoding": decoding_text(decoding) if decoding else None,
+        "decoding_from": decoding.get("from"),
+        "stop_tokens": ", ".join(f"`{t}`" for t in decoding.get("stop_tokens") or []),
+        "base_same_decoding": bool(inputs.base_eval) and same,
+        "references_over": metrics.get("references_over_max_new_tokens"),
+        "n": metrics.get("n"),
+        "max_new_tokens": decoding.get("max_new_tokens"),
+        "settings": metrics.get("metric_settings") or {},
+        "interval_method": intervals.get("method", "bootstrap"),
+        "confidence": round(100 * float(intervals.get("confidence", 0.95))),
+        "resamples": intervals.get("resamples"),
+        "seed": intervals.get("seed"),
+        "medqa": medqa_text(medqa) if medqa else None,
+        "medqa_n": metrics.get("medqa_n"),
+    }
+
+
+DECODING_COMPARED = ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty")
+
+
+def medqa_text(source: dict[str, Any]) -> str:
+    if source.get("type") == "hub":
+        where = f"`{source['id']}` split `{source.get('split')}` at commit `{source.get('revision')}`"
+    else:
+        where = f"`{Path(str(source.get('path'))).name}` (sha256 `{str(source.get('sha256'))[:12]}`)"
+    limit = source.get("limit")
+    return where + (f", the first {source.get('n')} questions (limit {limit})" if limit else f", all {source.get('n')} questions")
 
 
 def eval_results(exp: Experiment, where: Where) -> list:
+    """model-index entries: one per metric, each naming its dataset, revision and settings."""
     from huggingface_hub import EvalResult
 
     metrics = exp.eval_metrics or {}
-    medqa = (metrics.get("config") or {}).get("medqa")
+    medqa = metrics.get("medqa_source") or {}
+    settings = metrics.get("metric_settings") or {}
     results = []
     for key, label, metric_type, _ in METRICS:
         if key not in metrics:
             continue
-        is_medqa = key == "medqa_accuracy"
+        is_medqa = key in MEDQA_KEYS
+        from_hub = medqa.get("type") == "hub" and is_hub_id(str(medqa.get("id")))
         results.append(EvalResult(
             task_type="question-answering" if is_medqa else "text-generation",
             task_name="Multiple-choice medical QA" if is_medqa else "Medical question answering",
-            dataset_type=(medqa if isinstance(medqa, str) and is_hub_id(medqa) else MEDQA_DEFAULT) if is_medqa else where.dataset_repo,
+            dataset_type=(medqa["id"] if from_hub else MEDQA_ID) if is_medqa else where.dataset_repo,
             dataset_name="MedQA (USMLE, 4 options)" if is_medqa else "Medical flashcards (chat)",
-            dataset_split="test",
-            dataset_revision=None if is_medqa else where.dataset_revision,
+            dataset_split="test" if is_medqa else (metrics.get("data") or {}).get("split", "test"),
+            dataset_revision=(medqa.get("revision") if from_hub else None) if is_medqa else where.dataset_revision,
             metric_type=metric_type,
             metric_name=label,
             metric_value=round(float(metrics[key]["value"]), 4),
+            metric_args=metric_args(key, settings, metrics),
         ))
     return results
+
+
+def metric_args(key: str, settings: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings a reader needs to reproduce one model-index value."""
+    n = metric_n(metrics, key)
+    if key == "bleu":
+        return {"signature": settings.get("bleu", "").removeprefix("sacrebleu corpus BLEU, signature "), "n": n}
+    if key.startswith("rouge"):
+        return {"use_stemmer": True, "f_measure": True, "n": n}
+    if key.startswith("medqa_harness"):
+        return {"harness_task": "medqa_4options", "num_fewshot": 0, "n": n}
+    return {"n": n}
 
 
 def dotted(config: dict[str, Any], key: str) -> Any:
@@ -170,6 +259,8 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
     """The card of one experiment's branch, or (is_main) of `main` comparing all experiments."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from training.config import GenerationConfig
+
     base_id, base_rev = where.base_model(exp)
     sources = [s["id"] for s in inputs.report.get("sources", []) if s.get("type") == "hub"]
     card_data = ModelCardData(
@@ -184,8 +275,10 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         eval_results=eval_results(exp, where) or None,
     )
     # main compares every experiment; a branch card compares its experiment with the base
-    labels, table = metrics_table(inputs, inputs.experiments if is_main else [exp])
-    generation = {"max_new_tokens": 256, "repetition_penalty": 1.1, **(exp.config.get("generation") or {})}
+    compared = inputs.experiments if is_main else [exp]
+    labels, table = metrics_table(inputs, compared)
+    paired_labels, paired = paired_table(compared)
+    generation = {**GenerationConfig().model_dump(), **(exp.config.get("generation") or {})}
     revision_note = (
         f"`main` moves with every promotion; the revision above is the verified commit of branch "
         f"`{where.branch_prefix}{exp.name}` whose adapter files `main` carries."
@@ -215,6 +308,10 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         dataset_link=hub_link(where.dataset_repo, "dataset"),
         metric_labels=labels,
         table=table,
+        paired_labels=paired_labels,
+        paired=paired,
+        eval_folder=EVAL_FOLDER,
+        notes=evaluation_notes(exp, inputs),
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
         training=training_summary(exp),
         hyperparameters=[(k, v) for k in HYPERPARAMETERS if (v := dotted(exp.config, k)) is not None],

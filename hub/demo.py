@@ -1,7 +1,7 @@
 """`make demo`: the whole product, offline, on a laptop CPU.
 
-Builds the tiny TinyLlama-shaped base, prepares the bundled sample flashcards, trains two short
-experiments, evaluates base and adapters, starts the local Hub server, publishes the dataset,
+Builds the real pretrained base (SmolLM2-135M-Instruct, from its registry package), prepares the
+bundled sample flashcards, trains two short experiments, evaluates base and adapters, starts the local Hub server, publishes the dataset,
 adapters, cards and the Space there, then runs the Space exactly as the Hub would: from a fresh
 download of the Space repo, configured only by its Space variables.
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from training.config import REPO_ROOT
 from training.errors import EnvironmentProblem
+from training.hub_errors import hub_errors
 
 DEMO_CONFIG_DIR = REPO_ROOT / "configs" / "demo"
 WORKDIR = REPO_ROOT / "artifacts" / "demo"
-TINY_BASE = REPO_ROOT / "artifacts" / "tiny-base"
+REAL_BASE = REPO_ROOT / "artifacts" / "real-base"
 DEMO_USER = "demo"
-BASE_REPO = f"{DEMO_USER}/tiny-base"
 
 
 def add_arguments(parser) -> None:
@@ -104,6 +104,7 @@ def hub_env(demo: Demo, token: str) -> dict[str, str]:
         HF_TOKEN=token,
         HF_HUB_DISABLE_XET="1",
         HF_HUB_DISABLE_TELEMETRY="1",
+        GRADIO_ANALYTICS_ENABLED="False",  # nothing phones home: gradio would report to api.gradio.app
         HF_HOME=str(demo.workdir / "hf-home"),
     )
     for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -113,14 +114,14 @@ def hub_env(demo: Demo, token: str) -> dict[str, str]:
 
 def run_pipeline(demo: Demo) -> None:
     config = str(DEMO_CONFIG_DIR)
-    if not (TINY_BASE / "config.json").exists():
-        demo.step("build the tiny base model", "-m", "training", "build-tiny-base", "--output", str(TINY_BASE))
+    demo.step("build the real base model", "-m", "training", "build-real-base", "--output", str(REAL_BASE))
     demo.step("prepare the sample flashcards", "-m", "training", "prepare", "--config", f"{config}/data.yaml")
     demo.step("train two experiments", "-m", "training", "train", "--config-dir", config, "--all")
     demo.step("evaluate base and adapters", "-m", "training", "evaluate", "--config-dir", config)
 
 
 def publish(demo: Demo) -> dict[str, str]:
+    from hub.config import load_hub_config
     from hub.server import ensure_token
 
     hub_dir = demo.workdir / "hub"
@@ -131,21 +132,24 @@ def publish(demo: Demo) -> dict[str, str]:
         [sys.executable, "-m", "hub", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
         env, REPO_ROOT, f"{demo.hub_url}/api/whoami-v2", timeout=30,
     )
-    upload_base(env)
+    upload_base(env, load_hub_config(DEMO_CONFIG_DIR).base_model_repo)
     demo.step("push dataset, adapters and cards", "-m", "hub", "push", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
     demo.step("deploy the Space", "-m", "hub", "deploy-space", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
     return env
 
 
-def upload_base(env: dict[str, str]) -> None:
+def upload_base(env: dict[str, str], repo_id: str) -> None:
     """The runs trained on a local folder; the Space and the cards name it by its Hub id."""
-    print("\n==> upload the tiny base model", flush=True)
+    print(f"\n==> upload the base model as {repo_id}", flush=True)
     os.environ.update(env)  # before huggingface_hub is first imported: it reads HF_ENDPOINT once
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(BASE_REPO, exist_ok=True)
-    api.upload_folder(repo_id=BASE_REPO, folder_path=TINY_BASE, commit_message="Tiny offline base model")
+    with hub_errors(repo_id, "main", "cannot upload the base model to"):
+        api.create_repo(repo_id, exist_ok=True)
+        # Unchanged files make no new commit on a rerun (the upload compares hashes).
+        api.upload_folder(repo_id=repo_id, folder_path=REAL_BASE,
+                          commit_message="SmolLM2-135M-Instruct, dequantized from its GGUF (see real_base.json)")
 
 
 def launch_space(demo: Demo, env: dict[str, str]) -> None:

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.artifacts import Experiment, Inputs, load_inputs
-from hub.auth import current_token, hub_errors, preflight_config
+from hub.auth import current_token, preflight_config
 from hub.cards import Where, adapter_card, dataset_card
 from hub.config import HubConfig, load_hub_config
 from hub.verify import verify_revision
-from training.errors import ConfigError, HubError
-from training.atomic import replace_dir, write_json_atomic
+from training.cli import DISK_ERRNOS
+from training.errors import ConfigError, EnvironmentProblem, HubError
+from training.atomic import OWNER_MARKER, replace_dir, write_json_atomic
+from training.hub_errors import hub_errors, retry_commit_conflicts
 
 TAG_PATTERN = re.compile(r"^best-(\d+)$")
-ADAPTER_REPO_IGNORE = ["__pycache__", "*.pyc", ".DS_Store"]
+ADAPTER_REPO_IGNORE = ["__pycache__", "*.pyc", ".DS_Store", OWNER_MARKER]  # the marker is local bookkeeping
+# Room a staged branch needs beyond the run's files: plots, card, eval metrics, predictions sample.
+STAGING_MARGIN_BYTES = 8 * 2**20
 
 
 def add_arguments(parser) -> None:
@@ -60,6 +64,7 @@ def run(args) -> int:
     if args.dry_run:
         dry_run(config, inputs, args.dry_run)
         return 0
+    check_staging_space(inputs, Path(tempfile.gettempdir()))
     publisher = Publisher(config, inputs)
     try:
         publisher.publish()
@@ -80,16 +85,58 @@ def where_for(config: HubConfig, namespace: str, dataset_revision: str | None) -
                  config.base_model_repo, config.base_model_revision)
 
 
+def check_staging_space(inputs: Inputs, folder: Path) -> None:
+    """Each branch is staged whole in a temporary folder before its commit: refuse before the first commit
+    when TMPDIR cannot hold the largest one, rather than fail half-way through the push."""
+    needed = STAGING_MARGIN_BYTES + max(
+        sum(p.stat().st_size for p in [*exp.adapter_dir.rglob("*"), *(exp.run_dir / name for name in RUN_FILES)]
+            if p.is_file()) for exp in inputs.experiments)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise EnvironmentProblem(f"only {free / 2**20:.1f} MiB free in {folder} (TMPDIR), where each branch is staged "
+                                 f"before its commit; it needs {needed / 2**20:.1f} MiB: free some space there or set "
+                                 "TMPDIR to a folder with room")
+
+
+def copy_file(src: str, dst: str) -> str:
+    """shutil.copy2 for copytree, except that a full disk stops the copy as one clear error (copytree would
+    gather it into a shutil.Error, a traceback)."""
+    try:
+        return shutil.copy2(src, dst)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise EnvironmentProblem(f"{exc.strerror} writing {dst}; free some space there, or set TMPDIR (or the "
+                                 "--dry-run folder) to a place with room") from None
+
+
+RUN_FILES = ("config.yaml", "metrics.json", "provenance.json")  # from runs/<exp>/, published as they are
+
+
 def stage_experiment_files(exp: Experiment, dest: Path) -> None:
     """Adapter files at the root plus the run's records; shared by the branch and `main`."""
-    shutil.copytree(exp.adapter_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE))
-    for name in ("config.yaml", "metrics.json", "provenance.json"):
-        shutil.copy2(exp.run_dir / name, dest / name)
+    shutil.copytree(exp.adapter_dir, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE),
+                    copy_function=copy_file)
+    for name in RUN_FILES:
+        copy_file(exp.run_dir / name, dest / name)
     if exp.eval_metrics is not None:
-        shutil.copy2(exp.eval_dir / "metrics.json", dest / "eval_metrics.json")
+        copy_file(exp.eval_dir / "metrics.json", dest / "eval_metrics.json")
     sample = exp.predictions_sample()
     if sample is not None:
         (dest / "predictions_sample.jsonl").write_text(sample, encoding="utf-8")
+
+
+def stage_eval_files(inputs: Inputs, experiments: list[Experiment], dest: Path) -> None:
+    """eval/<model>/ of the base and these experiments, as `evaluate` wrote them: the card's numbers are
+    recomputed from exactly these files (hub.cards.EVAL_FOLDER)."""
+    from hub.cards import EVAL_FOLDER
+
+    for name in ["base"] + [exp.name for exp in experiments]:
+        for file in ("metrics.json", "predictions.jsonl", "medqa.jsonl"):
+            source = inputs.eval_dir / name / file
+            if source.is_file():
+                (dest / EVAL_FOLDER / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / EVAL_FOLDER / name / file)
 
 
 def render_plots(exp: Experiment, inputs: Inputs, dest: Path) -> list[str]:
@@ -112,6 +159,7 @@ def render_plots(exp: Experiment, inputs: Inputs, dest: Path) -> list[str]:
 
 def stage_branch(exp: Experiment, inputs: Inputs, config: HubConfig, where: Where, dest: Path) -> None:
     stage_experiment_files(exp, dest)
+    stage_eval_files(inputs, [exp], dest)
     plots = render_plots(exp, inputs, dest)
     branch = branch_name(config, exp.name)
     card = adapter_card(exp, inputs, where, branch=branch, is_main=False, load_revision=branch, plots=plots)
@@ -120,6 +168,7 @@ def stage_branch(exp: Experiment, inputs: Inputs, config: HubConfig, where: Wher
 
 def stage_main(best: Experiment, inputs: Inputs, where: Where, verified_revision: str, dest: Path) -> None:
     stage_experiment_files(best, dest)
+    stage_eval_files(inputs, inputs.experiments, dest)
     # The comparison plots `evaluate` drew for every model (eval/plots/) are main's plots.
     plots = []
     for plot in inputs.plots:
@@ -136,7 +185,8 @@ def stage_main(best: Experiment, inputs: Inputs, where: Where, verified_revision
 
 
 def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
-    """Write dataset/main, adapter/<branch>... to `out` (replaced as a whole, never half-written)."""
+    """Write dataset/main, adapter/<branch>... to `out`: a new or empty folder, or an earlier dry run's
+    (replaced as a whole, never half-written; any other folder is refused)."""
     from datasets import load_from_disk
 
     namespace = config.namespace or "your-namespace"
@@ -153,7 +203,7 @@ def dry_run(config: HubConfig, inputs: Inputs, out: Path) -> None:
             best = inputs.experiment(inputs.best)
             stage_main(best, inputs, where, branch_name(config, best.name), tmp / "adapter" / "main")
 
-    out = replace_dir(out.resolve(), fill)
+    out = replace_dir(out.absolute(), fill)  # absolute, not resolve: a symlink is refused, never followed
     print(f"dry run: the contents of {where.dataset_repo}, {where.adapter_repo} are in {out}")
 
 
@@ -170,8 +220,8 @@ class Publisher:
         self.api = HfApi(token=self.token)
         self.results: list[Pushed] = []
 
-    def hub(self, what: str):
-        return hub_errors(what, self.token)
+    def hub(self, repo: str, revision: str | None, action: str):
+        return hub_errors(repo, revision, action, self.token)
 
     def publish(self) -> list[Pushed]:
         from tqdm.auto import tqdm
@@ -182,7 +232,7 @@ class Publisher:
             dataset_revision = self.push_dataset()
             bar.update()
             where = where_for(self.config, self.ids["adapter"].split("/")[0], dataset_revision)
-            with self.hub(f"cannot create {self.ids['adapter']}"):
+            with self.hub(self.ids["adapter"], None, "cannot create"):
                 self.api.create_repo(self.ids["adapter"], private=self.config.private, exist_ok=True)
             revisions = {}
             for exp in self.inputs.experiments:
@@ -200,41 +250,49 @@ class Publisher:
     def head(self, repo_id: str, revision: str, repo_type: str | None = None) -> str | None:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-        with self.hub(f"cannot read {repo_id}@{revision}"):
+        with self.hub(repo_id, revision, "cannot read"):
             try:
                 return self.api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
             except (RepositoryNotFoundError, RevisionNotFoundError):
                 return None
 
     def push_dataset(self) -> str:
-        """`push_to_hub` for the splits, then the card merged into the README it wrote."""
+        """`push_to_hub` for the splits, then the card merged into the README it wrote.
+
+        Both commits name their parent; when another commit lands first (412), both are made again
+        on the new head. datasets 5.2 means to retry that itself, but misses huggingface_hub 2.x's
+        chained error, so the retry is here.
+        """
+        repo = self.ids["dataset"]
+        before = self.head(repo, "main", "dataset")
+        with self.hub(repo, "main", "cannot push the dataset to"):
+            info = retry_commit_conflicts(lambda: self.commit_dataset(repo))
+        self.results.append(Pushed(repo, "main", info.oid, info.oid != before))
+        return info.oid
+
+    def commit_dataset(self, repo: str):
         from datasets import DatasetDict
         from huggingface_hub import CommitOperationAdd, DatasetCard, hf_hub_download
 
-        repo = self.ids["dataset"]
-        before = self.head(repo, "main", "dataset")
-        with self.hub(f"cannot push the dataset to {repo}"):
-            DatasetDict.load_from_disk(str(self.inputs.data_dir)).push_to_hub(
-                repo, private=self.config.private, token=self.token, commit_message="Upload prepared splits"
-            )
-            pushed = self.head(repo, "main", "dataset")
-            readme = hf_hub_download(repo, "README.md", repo_type="dataset", revision=pushed, token=self.token)
-            metadata = DatasetCard.load(readme).data.to_dict()
-            card = dataset_card(self.inputs, where_for(self.config, repo.split("/")[0], None), metadata)
-            self.validate(card, repo)
-            info = self.api.create_commit(
-                repo, [CommitOperationAdd("README.md", str(card).encode())], repo_type="dataset",
-                commit_message="Update dataset card", parent_commit=pushed,
-            )
-        self.results.append(Pushed(repo, "main", info.oid, info.oid != before))
-        return info.oid
+        DatasetDict.load_from_disk(str(self.inputs.data_dir)).push_to_hub(
+            repo, private=self.config.private, token=self.token, commit_message="Upload prepared splits"
+        )
+        pushed = self.head(repo, "main", "dataset")
+        readme = hf_hub_download(repo, "README.md", repo_type="dataset", revision=pushed, token=self.token)
+        metadata = DatasetCard.load(readme).data.to_dict()
+        card = dataset_card(self.inputs, where_for(self.config, repo.split("/")[0], None), metadata)
+        self.validate(card, repo)
+        return self.api.create_commit(
+            repo, [CommitOperationAdd("README.md", str(card).encode())], repo_type="dataset",
+            commit_message="Update dataset card", parent_commit=pushed,
+        )
 
     def upload(self, repo: str, branch: str, folder: Path, message: str) -> str:
         """Commit `folder` as the whole branch content; returns the head (unchanged if nothing changed)."""
         from huggingface_hub import ModelCard
 
         before = self.head(repo, branch)
-        with self.hub(f"cannot push {repo}@{branch}"):
+        with self.hub(repo, branch, "cannot push"):
             self.validate(ModelCard.load(folder / "README.md"), f"{repo}@{branch}")
             if before is None:
                 self.api.create_branch(repo, branch=branch, exist_ok=True)
@@ -275,13 +333,13 @@ class Publisher:
                 verify_revision(repo, revision, base_id, base_revision, token=self.token)
                 main = self.upload(repo, "main", Path(tmp), f"Promote {best.name} ({revision[:12]})")
         tag = f"best-{max(self.best_tags(repo), default=0) + 1}"
-        with self.hub(f"cannot tag {repo}@{main}"):
+        with self.hub(repo, main, "cannot tag"):
             self.api.create_tag(repo, tag=tag, revision=main, tag_message=f"{best.name} verified at {revision}")
         self.results.append(Pushed(repo, f"tag {tag}", main, True))
 
     def best_tags(self, repo: str) -> dict[int, str]:
         """The promotions so far: N of each best-<N> tag -> the commit it marks."""
-        with self.hub(f"cannot list the refs of {repo}"):
+        with self.hub(repo, None, "cannot list the refs of"):
             tags = self.api.list_repo_refs(repo).tags
         return {int(m.group(1)): t.target_commit for t in tags if (m := TAG_PATTERN.match(t.name))}
 
@@ -289,7 +347,7 @@ class Publisher:
         """Whether the branch already holds exactly the folder's files (compared by content hash)."""
         from huggingface_hub.hf_api import RepoFile
 
-        with self.hub(f"cannot list {repo}@{branch}"):
+        with self.hub(repo, branch, "cannot list"):
             remote = {f.path: f for f in self.api.list_repo_tree(repo, revision=branch, recursive=True)
                       if isinstance(f, RepoFile) and f.path != ".gitattributes"}
         local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}

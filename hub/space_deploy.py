@@ -2,7 +2,9 @@
 
 The Space repo holds exactly `space/`; its variables name the base model and the adapter commit
 (the target of the newest `best-<N>` tag, i.e. the last verified promotion of `main`), so the
-Space serves a fixed, tested revision until the next deploy.
+Space serves a fixed, tested revision until the next deploy. The Space card's `preload_from_hub`
+names the same commits, so the Space build downloads the weights once (no cold-start download);
+the Hub preloads public repos only, so a private adapter or base is left to the app.
 """
 from __future__ import annotations
 
@@ -11,11 +13,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hub.auth import current_token, hub_errors, preflight_config
+from hub.auth import current_token, preflight_config
 from hub.cards import published_base
 from hub.config import HubConfig, load_hub_config
 from hub.publish import ADAPTER_REPO_IGNORE, TAG_PATTERN
 from training.errors import ConfigError, HubError
+from training.hub_errors import hub_errors
+
+# Set on every deploy, beside the pinned model: gradio's usage analytics off (app.py forces it too;
+# the variable also covers anything that imports gradio before app.py runs).
+SPACE_SETTINGS = {"GRADIO_ANALYTICS_ENABLED": "False"}
+# The base files transformers loads: config and weights as safetensors (other weight formats and
+# the base's own tokenizer are never read; the tokenizer comes with the adapter).
+BASE_FILE_SUFFIXES = (".json", ".safetensors")
 
 
 def add_arguments(parser) -> None:
@@ -41,43 +51,71 @@ def deploy(config: HubConfig) -> str:
     ids = preflight_config(config, ("space",))
     api = HfApi(token=token)
     variables = pinned_variables(api, ids["adapter"], token, config)
+    preload = preload_entries(api, variables, token)
     space = ids["space"]
-    with hub_errors(f"cannot deploy the Space {space}", token), tempfile.TemporaryDirectory() as tmp:
-        staged = stage_space(config.space_dir, Path(tmp) / "space", variables, ids["dataset"])
+    with hub_errors(space, "main", "cannot deploy the Space", token), tempfile.TemporaryDirectory() as tmp:
+        staged = stage_space(config.space_dir, Path(tmp) / "space", variables, ids["dataset"], preload)
         repo = api.create_repo(space, repo_type="space", space_sdk="gradio", private=config.private, exist_ok=True)
         api.upload_folder(
             repo_id=space, repo_type="space", folder_path=staged, delete_patterns="*",
             commit_message=f"Deploy, adapter {variables['ADAPTER_REVISION'][:12]}",
         )
-        for key, value in variables.items():
+        for key, value in (variables | SPACE_SETTINGS).items():
             api.add_space_variable(space, key, value)
         api.request_space_hardware(space, config.space_hardware)
     return repo.url
 
 
-def stage_space(space_dir: Path, dest: Path, variables: dict[str, str], dataset_repo: str) -> Path:
-    """space/ as uploaded: its card's `models` and `datasets` name what this deploy serves."""
+def stage_space(space_dir: Path, dest: Path, variables: dict[str, str], dataset_repo: str,
+                preload: list[str]) -> Path:
+    """space/ as uploaded: its card's `models` and `datasets` name what this deploy serves, and
+    `preload_from_hub` the commits to download at build time (the key is left out when empty)."""
     from huggingface_hub import SpaceCard
 
     shutil.copytree(space_dir, dest, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE))
     card = SpaceCard.load(dest / "README.md")
     card.data.models = list(dict.fromkeys([variables["BASE_MODEL"], variables["ADAPTER_REPO"]]))
     card.data.datasets = list(dict.fromkeys([*(card.data.datasets or []), dataset_repo]))
+    card.data.preload_from_hub = preload or None
     card.save(dest / "README.md")
     return dest
+
+
+def preload_entries(api, variables: dict[str, str], token: str) -> list[str]:
+    """`preload_from_hub` lines, "<repo> <file1,file2,...> <commit sha>", for the adapter at its
+    verified commit and the base at the commit BASE_REVISION resolves to now. A repo that is not on
+    the Hub (a local base folder), private or gated is skipped: the build could not download it."""
+    from hub.cards import is_hub_id
+
+    entries = []
+    for repo, revision, wanted in (
+        (variables["BASE_MODEL"], variables["BASE_REVISION"], lambda name: name.endswith(BASE_FILE_SUFFIXES)),
+        (variables["ADAPTER_REPO"], variables["ADAPTER_REVISION"], lambda name: True),
+    ):
+        if not is_hub_id(repo):
+            continue
+        with hub_errors(repo, revision, "cannot read the files of", token):
+            info = api.model_info(repo, revision=revision, files_metadata=False)
+        files = sorted(f.rfilename for f in info.siblings or [] if wanted(f.rfilename) and "," not in f.rfilename
+                       and " " not in f.rfilename and f.rfilename != ".gitattributes")
+        if info.private or info.gated or not files:
+            print(f"preload_from_hub: {repo} left out (private or gated: the Space downloads it at start-up)")
+            continue
+        entries.append(f"{repo} {','.join(files)} {info.sha}")
+    return entries
 
 
 def pinned_variables(api, adapter_repo: str, token: str, config: HubConfig) -> dict[str, str]:
     """BASE_MODEL/BASE_REVISION/ADAPTER_REPO/ADAPTER_REVISION from the newest best-<N> tag."""
     from huggingface_hub import hf_hub_download
 
-    with hub_errors(f"cannot read the refs of {adapter_repo}", token):
+    with hub_errors(adapter_repo, None, "cannot read the refs of", token):
         tags = api.list_repo_refs(adapter_repo).tags
     promoted = [(int(m.group(1)), tag.target_commit) for tag in tags if (m := TAG_PATTERN.match(tag.name))]
     if not promoted:
         raise HubError(f"{adapter_repo} has no verified best-<N> tag yet; run `make push` first")
     revision = max(promoted)[1]
-    with hub_errors(f"cannot read provenance.json of {adapter_repo}@{revision[:12]}", token):
+    with hub_errors(adapter_repo, revision, "cannot read provenance.json of", token):
         provenance = json.loads(Path(hf_hub_download(adapter_repo, "provenance.json", revision=revision, token=token)).read_text())
     base = provenance.get("base_model") or {}
     base_id, base_revision = published_base(base.get("id"), base.get("revision"),
@@ -96,9 +134,9 @@ def checkout_space(config: HubConfig, dest: Path, env: dict[str, str]) -> tuple[
 
     endpoint, token = env["HF_ENDPOINT"], env.get("HF_TOKEN")
     api = HfApi(endpoint=endpoint, token=token)
-    with hub_errors("cannot check out the Space", token):
-        namespace = config.namespace or api.whoami()["name"]
-        space = config.repo_ids(namespace)["space"]
+    space = config.repo_ids(config.namespace or "<the token's user>")["space"]
+    with hub_errors(space, "main", "cannot check out the Space", token):
+        space = config.repo_ids(config.namespace or api.whoami()["name"])["space"]
         folder = snapshot_download(space, repo_type="space", local_dir=dest, endpoint=endpoint, token=token)
         variables = {key: var.value for key, var in api.get_space_variables(space).items()}
     return Path(folder), variables

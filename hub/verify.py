@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 
-from hub.auth import redact
 from training.errors import VerificationError
+from training.hub_errors import explain, first_line, redact
 
 QUESTION = "What is the most common cause of community-acquired pneumonia?"
 MAX_NEW_TOKENS = 8
@@ -21,10 +21,10 @@ def verify_revision(repo_id: str, revision: str, base_id: str, base_revision: st
         try:
             return _load_and_answer(repo_id, revision, base_id, base_revision, token, cache)
         except Exception as exc:  # any failure (download, format, load, generate) means "do not promote"
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            hub_failure = explain(exc, repo_id, revision)  # the Hub's part said as every command says it
+            detail = "; ".join(hub_failure) if hub_failure else f"{exc.__class__.__name__}: {first_line(exc)}"
             raise VerificationError(
-                f"{repo_id}@{revision[:12]} failed verification, not promoted "
-                f"({exc.__class__.__name__}: {redact(first, token)})"
+                f"{repo_id}@{revision[:12]} failed verification, not promoted ({redact(detail, token)})"
             ) from None
 
 
@@ -32,7 +32,7 @@ def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) ->
     import torch
     from huggingface_hub import snapshot_download
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     from training.chat import format_prompt, load_tokenizer, read_contract
 
@@ -42,8 +42,9 @@ def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) ->
     base = AutoModelForCausalLM.from_pretrained(base_id, revision=base_revision, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, repo_id, revision=revision, cache_dir=cache, token=token).eval()
     inputs = tokenizer(format_prompt(tokenizer, contract.system_prompt, QUESTION), return_tensors="pt")
-    greedy = GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    # The adapter's own decoding settings (stop tokens included), shortened: verification needs a few tokens.
+    greedy = contract.generation
+    greedy.update(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     with torch.inference_mode():
         output = model.generate(**inputs, generation_config=greedy)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]

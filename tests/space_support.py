@@ -53,11 +53,14 @@ def make_adapter(tiny_base: Path, folder: Path, max_new_tokens: int) -> Path:
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                         task_type="CAUSAL_LM")
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(folder)
+    # peft's generated card names the local base folder as base_model, which the Hub rejects on upload
+    (folder / "README.md").unlink(missing_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    tokenizer.save_pretrained(folder)
     # A repetition penalty keeps the random model from repeating one space-free piece, which the
     # word-level streamer would hold back until the end (the streaming test needs several chunks).
     generation = GenerationConfig(max_new_tokens=max_new_tokens, max_input_tokens=256, repetition_penalty=1.3)
-    write_contract(folder, DEFAULT_SYSTEM_PROMPT, generation)
+    write_contract(folder, tokenizer, DEFAULT_SYSTEM_PROMPT, generation)
     return folder
 
 
@@ -166,7 +169,5 @@ def greedy_reference(tiny_base: Path, adapter_dir: Path, conversation: list[dict
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                repetition_penalty=contract.generation.repetition_penalty,
-                                pad_token_id=tokenizer.eos_token_id)
+        output = model.generate(**inputs, generation_config=contract.generation, max_new_tokens=max_new_tokens)
     return tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)

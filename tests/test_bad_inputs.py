@@ -250,11 +250,12 @@ def space(tiny_base, tmp_path_factory):
         import ui
 
         folder = tmp_path_factory.mktemp("contract")
-        write_contract(folder, "You are a careful medical assistant.", GenerationConfig(max_input_tokens=256))
+        tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+        write_contract(folder, tokenizer, "You are a careful medical assistant.", GenerationConfig(max_input_tokens=256))
         served = assistant.Assistant(
             config=assistant.SpaceConfig(base_model=str(tiny_base), adapter_repo="tester/adapter"),
             adapter_sha="0" * 40, contract=assistant.ChatContract.read(folder),
-            tokenizer=AutoTokenizer.from_pretrained(tiny_base), models={})
+            tokenizer=tokenizer, models={})
         yield ui, assistant, served
 
 

@@ -113,11 +113,11 @@ def test_batch_tokens_is_checked(tmp_path, yaml_text, expected):
     assert expected in problem(write(tmp_path, yaml_text))
 
 
-def test_auto_batch_tokens_follow_gpu_memory():
-    from training.train import auto_batch_tokens
+def test_auto_batch_tokens_are_the_time_to_quality_choice_where_memory_allows():
+    from training.train import AUTO_BATCH_TOKENS, auto_batch_tokens
 
     gib = 2**30
-    assert [auto_batch_tokens(n * gib) for n in (141, 80, 40, 24, 15, 2)] == [32768, 20480, 10240, 6144, 3072, 1024]
+    assert [auto_batch_tokens(n * gib) for n in (141, 80, 40, 32, 24, 15, 2)] == [AUTO_BATCH_TOKENS] * 4 + [6144, 3072, 1024]
 
 
 def test_cli_reports_bad_config_in_one_line():

@@ -1,18 +1,23 @@
-"""Evaluation on the tiny base: generation, perplexity, MedQA scoring, plots and the CLI end to end."""
+"""Evaluation on the tiny base: generation, perplexity, MedQA scoring (both methods), plots and the CLI end to end."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from training import evaluate as evaluate_module
 from training import medqa
+from training.provenance import sha256_file
 from training.chat import format_example, format_prompt
 from training.cli import COMMANDS, main
-from training.errors import DataError
+from training.errors import ConfigError, DataError
 
-EVALUATE_ONLY = {"evaluate": COMMANDS["evaluate"]}  # the CLI without importing the other commands
+EVALUATE_ONLY = {"evaluate": COMMANDS["evaluate"]}
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the CLI without importing the other commands
 SYSTEM = "You are a careful medical assistant."
 QUESTIONS = [
     "What is the function of insulin?",
@@ -159,6 +164,7 @@ def workspace(tmp_path_factory, tiny_base):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from training.chat import write_contract
     from training.config import ExperimentConfig, dump
 
     root = tmp_path_factory.mktemp("eval-workspace")
@@ -179,7 +185,9 @@ def workspace(tmp_path_factory, tiny_base):
                 param.normal_(std=0.5)
     model.save_pretrained(run_dir / "adapter")
     tokenizer.save_pretrained(run_dir / "adapter")
-    config = ExperimentConfig(name="exp1", base_model=str(tiny_base), base_revision=None)
+    config = ExperimentConfig(name="exp1", base_model=str(tiny_base), base_revision=None,
+                              generation={"max_new_tokens": ADAPTER_MAX_NEW_TOKENS, "repetition_penalty": 1.2})
+    write_contract(run_dir / "adapter", tokenizer, SYSTEM, config.generation)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dump(config)))
     curve = [{"step": s, "epoch": s / 4, "loss": 3.0 / s} for s in (1, 2, 3, 4)]
     (run_dir / "metrics.json").write_text(json.dumps({"train_loss": curve, "eval_loss": curve[1::2]}))
@@ -188,10 +196,13 @@ def workspace(tmp_path_factory, tiny_base):
     return root
 
 
+ADAPTER_MAX_NEW_TOKENS = 6  # the adapter's saved generation settings, which evaluation must use
+
+
 def _evaluate(root, *extra):
     return main(["evaluate", "--config-dir", str(root / "no-configs"), "--data-dir", str(root / "data"),
                  "--runs-dir", str(root / "runs"), "--output-dir", str(root / "eval"), "--medqa", str(root / "medqa.jsonl"),
-                 "--max-new-tokens", "8", "--batch-size", "2", "--set", "bootstrap_resamples=200", *extra],
+                 "--batch-size", "2", "--set", "bootstrap_resamples=200", *extra],
                 commands=EVALUATE_ONLY)
 
 
@@ -201,11 +212,29 @@ def test_evaluate_cli_end_to_end(workspace):
     out = workspace / "eval"
     base = json.loads((out / "base" / "metrics.json").read_text())
     tuned = json.loads((out / "exp1" / "metrics.json").read_text())
+    medqa_file = workspace / "medqa.jsonl"
     for metrics in (base, tuned):
         assert metrics["n"] == 4 and metrics["medqa_n"] == 3
-        for name in ("bleu", "nltk_bleu", "rouge1", "rouge2", "rougeL", "perplexity", "medqa_accuracy"):
+        for name in evaluate_module.METRICS:
             assert metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"], name
+            assert metrics["n_per_metric"][name] == (3 if name.startswith("medqa") else 4)
+        for name in evaluate_module.MEDQA_METRICS:
+            assert metrics[name]["stderr"] is not None
+        assert "nltk_bleu" not in metrics
         assert metrics["provenance"]["versions"]["sacrebleu"]
+        # Decoded as the adapter's saved settings say; the base the same way.
+        decoding = metrics["decoding"]
+        assert (decoding["max_new_tokens"], decoding["do_sample"], decoding["repetition_penalty"]) == (
+            ADAPTER_MAX_NEW_TOKENS, False, 1.2)
+        assert decoding["stop_tokens"] == ["</s>"]
+        records = [json.loads(line) for line in (out / metrics["model"] / "predictions.jsonl").read_text().splitlines()]
+        assert metrics["references_over_max_new_tokens"] == sum(
+            r["scores"]["reference_tokens"] > ADAPTER_MAX_NEW_TOKENS for r in records) > 0
+        assert metrics["medqa_source"]["sha256"] == sha256_file(medqa_file) and metrics["medqa_source"]["n"] == 3
+        assert metrics["metric_settings"]["bleu"].startswith("sacrebleu corpus BLEU, signature nrefs:1|")
+        assert metrics["intervals"] == {"method": "BCa bootstrap", "confidence": 0.95,
+                                        "resamples": 200, "seed": 42}
+    assert tuned["decoding"]["from"] == "adapter exp1" and "exp1" in base["decoding"]["from"]
     assert base["paired_vs_base"] is None
     assert tuned["adapter"]["sha256"] and tuned["base_model"]["id"] == base["base_model"]["id"]
     # The merged adapter really changes the model.
@@ -222,7 +251,9 @@ def test_evaluate_cli_end_to_end(workspace):
     comparison = json.loads((out / "comparison.json").read_text())
     assert list(comparison["models"]) == ["base", "exp1"]
     table = (out / "comparison.md").read_text()
-    assert "| base | 4 |" in table and "| exp1 | 4 |" in table and "Fine-tuned minus base" in table
+    assert "| base | 4 / 3 | greedy, max_new_tokens 6, repetition_penalty 1.2 |" in table
+    assert "| exp1 | 4 / 3 |" in table and "Fine-tuned minus base" in table
+    assert set(tuned["paired_vs_base"]) == set(evaluate_module.METRICS)  # same decoding: every metric paired
     assert (out / "plots" / "metrics.png").stat().st_size > 0 and (out / "plots" / "loss_curves.png").stat().st_size > 0
     assert not list(out.glob(".*"))  # no leftover partial folders
 
@@ -252,6 +283,115 @@ def test_flags_win_over_set_and_eval_yaml(tmp_path):
     assert config.medqa is None and config.models == ["base", "exp1"]
 
 
+def test_eval_config_defaults_leave_decoding_to_the_adapter_and_score_all_medqa_on_a_gpu():
+    from training.config import MEDQA_REVISION, EvalConfig, load_config, validate
+
+    for config in (EvalConfig(), load_config(EvalConfig, REPO_ROOT / "configs" / "eval.yaml")):
+        assert config.max_new_tokens is None and config.medqa_limit == "auto"
+        assert config.medqa_revision == MEDQA_REVISION and len(MEDQA_REVISION) == 40
+    assert load_config(EvalConfig, REPO_ROOT / "configs" / "demo" / "eval.yaml").max_new_tokens is None
+    with pytest.raises(ConfigError, match="medqa_limit"):
+        validate(EvalConfig, {"medqa_limit": 0}, "eval.yaml")
+
+
+def test_base_decodes_as_the_adapters_and_differing_adapters_are_refused(tmp_path, tiny_base):
+    from transformers import AutoTokenizer
+
+    from training.chat import write_contract
+    from training.config import GenerationConfig
+    from training.evaluate import BASE, ModelSpec, plan_decoding
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    specs = [ModelSpec(BASE, str(tiny_base), None)]
+    for name, tokens in (("a", 48), ("b", 48), ("c", 96)):
+        (tmp_path / name).mkdir()
+        write_contract(tmp_path / name, tokenizer, SYSTEM, GenerationConfig(max_new_tokens=tokens, repetition_penalty=1.1))
+        specs.append(ModelSpec(name, str(tiny_base), None, tmp_path / name))
+    plan = plan_decoding(specs[:3], specs, None)
+    assert plan[BASE] == {**plan["a"], "from": "the adapters' settings (a, b)"}
+    assert (plan["a"]["max_new_tokens"], plan["a"]["repetition_penalty"], plan["a"]["temperature"]) == (48, 1.1, None)
+    assert plan_decoding(specs[:2], specs, 8)[BASE]["max_new_tokens"] == 8  # the quick-run override
+    with pytest.raises(ConfigError, match="the adapters decode differently"):
+        plan_decoding(specs, specs, None)
+    with pytest.raises(ConfigError, match="decode differently"):  # base alone: compared with every adapter
+        plan_decoding(specs[:1], specs, None)
+    assert plan_decoding(specs[:1], specs[:1], None)[BASE]["from"] == "project defaults (no adapter)"
+
+
+# --- MedQA, lm-evaluation-harness's medqa_4options ----------------------------------------------
+
+def harness_doc(row: dict) -> dict:
+    """The row as GBaker/MedQA-USMLE-4-options-hf (the harness's dataset) holds it."""
+    return {"sent1": row["question"], **{f"ending{i}": row["options"][k] for i, k in enumerate("ABCD")},
+            "label": "ABCD".index(row["answer_idx"])}
+
+
+def harness_doc_to_text(doc: dict) -> str:
+    """lm_eval/tasks/medqa/preprocess_medqa.py doc_to_text, as written there."""
+    option_choices = {"A": doc["ending0"], "B": doc["ending1"], "C": doc["ending2"], "D": doc["ending3"]}
+    answers = "".join(f"{k}. {v}\n" for k, v in option_choices.items())
+    return f"Question: {doc['sent1']}\n{answers}Answer:"
+
+
+def harness_process_results(lls: list[float], choices: list[str], gold: int) -> dict[str, float]:
+    """The harness's multiple_choice process_results (lm_eval/api/task.py), for acc and acc_norm."""
+    completion_len = np.array([float(len(i)) for i in choices])
+    return {"acc": 1.0 if np.argmax(lls) == gold else 0.0,
+            "acc_norm": 1.0 if np.argmax(np.array(lls) / completion_len) == gold else 0.0}
+
+
+def test_harness_prompt_is_the_tasks_doc_to_text():
+    assert medqa.harness_prompt(MEDQA_ROW) == harness_doc_to_text(harness_doc(MEDQA_ROW))
+    assert medqa.harness_prompt(MEDQA_ROW).endswith("D. Amylase\nAnswer:")
+
+
+def test_harness_acc_and_acc_norm_equal_the_harness_definition_on_fixed_logliks():
+    rng = np.random.default_rng(5)
+    # Letters (the task's choices) and, to exercise the normalisation, choices of different lengths.
+    for choices in (list(medqa.HARNESS_CHOICES), ["yes", "no", "maybe so", "z"]):
+        for _ in range(200):
+            lls = list(rng.normal(-8, 3, 4).round(1))  # rounded: ties happen, argmax keeps the first
+            gold = int(rng.integers(4))
+            expected = harness_process_results(lls, choices, gold)
+            assert float(medqa.harness_pick(lls, choices) == gold) == expected["acc"]
+            assert float(medqa.harness_pick(lls, choices, normalise=True) == gold) == expected["acc_norm"]
+    rows = [{"answer_idx": "B", "harness_loglik": {"A": -3.0, "B": -1.0, "C": -2.0, "D": -9.0}},
+            {"answer_idx": "A", "harness_loglik": {"A": -3.0, "B": -1.0, "C": -2.0, "D": -9.0}}]
+    assert medqa.harness_correct(rows, normalise=False) == medqa.harness_correct(rows, normalise=True) == [1.0, 0.0]
+
+
+@pytest.mark.slow
+def test_harness_logliks_follow_the_harness_encoding(tiny):
+    """Each choice's log-likelihood: tokens of tok(context + " X") after len(tok(context)), one sequence at a time."""
+    model, tokenizer = tiny
+    [result] = medqa.score_questions(model, tokenizer, [MEDQA_ROW], SYSTEM, batch_size=3)
+    context = harness_doc_to_text(harness_doc(MEDQA_ROW))
+    expected = {}
+    for letter in "ABCD":
+        whole = tokenizer(context + " " + letter)["input_ids"]
+        start = len(tokenizer(context)["input_ids"])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), dim=-1)
+        expected[letter] = sum(log_probs[j - 1, whole[j]].item() for j in range(start, len(whole)))
+    assert result["harness_loglik"] == pytest.approx(expected, rel=1e-5)
+    assert result["harness_predicted"] == max(expected, key=expected.get)
+
+
+@pytest.mark.slow
+def test_medqa_defaults_to_a_subsample_on_cpu_and_records_what_was_scored(shared_data):
+    from training.config import EvalConfig
+    from training.evaluate import load_medqa
+
+    path = shared_data / "eval" / "medqa_usmle_4options_test.jsonl"
+    if torch.cuda.is_available():
+        pytest.skip("the CPU default is what is tested here")
+    questions, source = load_medqa(EvalConfig(medqa=str(path)))
+    assert len(questions) == medqa.CPU_LIMIT == source["n"] == source["limit"]
+    assert source["type"] == "file" and source["sha256"] == sha256_file(path)
+    questions, source = load_medqa(EvalConfig(medqa=str(path), medqa_limit=None))
+    assert len(questions) == 1273 and source["limit"] is None
+
+
 def test_medqa_loads_from_a_hub_dataset(hub_server, hub_token, tmp_path):
     from datasets import Dataset
 
@@ -263,7 +403,7 @@ def test_medqa_loads_from_a_hub_dataset(hub_server, hub_token, tmp_path):
     questions = medqa.load_questions(repo, split="test")
     assert questions == rows
     assert medqa.load_questions(repo, limit=1, split="test") == rows[:1]
-    with pytest.raises(HubError, match=f"cannot load MedQA dataset '{hub_server.user}/missing-medqa'"):
+    with pytest.raises(HubError, match=f"cannot load MedQA dataset .*{hub_server.user}/missing-medqa"):
         medqa.load_questions(f"{hub_server.user}/missing-medqa")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from reliability_support import EXPERIMENT, REPO_ROOT, check_one_line_error, run_hub, run_in_process, write_hub_yaml
+from training.atomic import OWNER_MARKER
 from training.errors import EXIT_ENV, EXIT_HUB, EXIT_VERIFY
 
 BRANCH = f"exp/{EXPERIMENT}"
@@ -237,6 +238,7 @@ def test_full_or_unwritable_disk_is_one_line_before_work_starts(case, cli_pipeli
             stack.enter_context(tmpfs(tmp_path / "disk", "size=16k"))
             previous.mkdir()
             (previous / "keep.txt").write_text("previous output")
+            (previous / OWNER_MARKER).write_text("an earlier output of prepare\n")  # so prepare may replace it
             argv = ["prepare", "--config", str(cli_pipeline.config_dir / "data.yaml"), "--output", str(previous)]
             expected, fragment = EXIT_ENV, "No space left on device"
         else:
@@ -254,7 +256,7 @@ def test_full_or_unwritable_disk_is_one_line_before_work_starts(case, cli_pipeli
         code, stdout, stderr = run_in_process("training", *argv)
         check_one_line_error(code, stderr, expected, fragment)
         if case == "prepare-output-on-full-disk":
-            assert sorted(p.name for p in previous.iterdir()) == ["keep.txt"]  # the old output survives whole
+            assert sorted(p.name for p in previous.iterdir()) == [OWNER_MARKER, "keep.txt"]  # survives whole
             assert sorted(p.name for p in previous.parent.iterdir()) == ["processed"]  # no temp folder left
         else:
             assert "resuming" not in stdout and not list(Path(tmp_path).rglob("checkpoint-*"))  # refused up front

@@ -283,6 +283,7 @@ def test_lora_adapter_on_a_branch_loads_with_peft(api, hub_server, tiny_base, tm
     adapter = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                               init_lora_weights=False))
     adapter.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "README.md").unlink()  # its base_model is a local folder: the Hub refuses that card
     trained = {k: v.clone() for k, v in adapter.state_dict().items() if "lora_" in k}
 
     repo = hub_server.repo_id("adapter")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from training.atomic import OWNER_MARKER
 from training.clean import DROP_REASONS, Row, clean_rows, clean_text, question_id
 from training.config import DataConfig, load_config
 from training.errors import EXIT_DATA, DataError, HubError
@@ -146,6 +147,7 @@ def test_prepare_is_byte_identical_and_replaces_output(tmp_path, sample_flashcar
     second = first.model_copy(update={"output_dir": tmp_path / "b"})
     second.output_dir.mkdir()
     (second.output_dir / "stale.txt").write_text("from an older run")
+    (second.output_dir / OWNER_MARKER).write_text("an older output of prepare\n")  # ours: may be replaced
     report_a, report_b = prepare(first), prepare(second)
     assert report_a["fingerprint"] == report_b["fingerprint"]
     assert file_digests(first.output_dir) == file_digests(second.output_dir)
@@ -170,6 +172,7 @@ def test_nothing_left_is_a_data_error_and_keeps_old_output(tmp_path, tiny_base):
     config = data_config(tmp_path, source, tiny_base)
     config.output_dir.mkdir()
     (config.output_dir / "keep.txt").write_text("previous output")
+    (config.output_dir / OWNER_MARKER).write_text("an older output of prepare\n")
     with pytest.raises(DataError, match=r"no rows left after cleaning 2 input rows \(dropped: empty_question 1, too_short 1\)"):
         prepare(config)
     assert (config.output_dir / "keep.txt").exists()

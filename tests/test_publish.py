@@ -174,7 +174,8 @@ def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeli
     assert published.dataset in data.datasets
     evaluated = json.loads((pipeline / "eval" / published.best / "metrics.json").read_text())
     by_type = {r.metric_type: r.metric_value for r in data.eval_results}
-    assert set(by_type) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity", "accuracy"}
+    assert set(by_type) == {"bleu", "sentence_bleu", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity",
+                            "accuracy", "acc", "acc_norm"}
     assert by_type["bleu"] == pytest.approx(evaluated["bleu"]["value"], abs=1e-4)
     assert by_type["accuracy"] == pytest.approx(evaluated["medqa_accuracy"]["value"], abs=1e-4)
     verified = published.refs[-1]["branches"][f"exp/{published.best}"]
@@ -251,7 +252,7 @@ def test_deploy_space_uploads_space_and_pins_the_verified_revision(published, ti
     variables = {key: var.value for key, var in api.get_space_variables(published.space).items()}
     assert variables == {
         "BASE_MODEL": str(tiny_base), "BASE_REVISION": "main", "ADAPTER_REPO": published.adapter,
-        "ADAPTER_REVISION": published.refs[-1]["tags"]["best-1"],
+        "ADAPTER_REVISION": published.refs[-1]["tags"]["best-1"], "GRADIO_ANALYTICS_ENABLED": "False",
     }
     assert api.get_space_runtime(published.space).requested_hardware == "t4-small"
     assert api.space_info(published.space).sdk == "gradio"
@@ -325,3 +326,52 @@ def test_card_states_how_a_step_was_batched():
     assert batching_text(packed) == ("packed: whole examples in rows of 512 tokens, up to 65,536 tokens per optimizer "
                                      "step (about 401.5 examples; 64 rows per device, 2 processes)")
     assert batching_text(None) is None
+
+
+@pytest.mark.slow
+def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published, tmp_path):
+    """Each branch's card tables and model-index, re-derived from that revision's eval/ files alone,
+    with the interval settings the card states."""
+    import re
+
+    from huggingface_hub import ModelCard, ModelCardData, snapshot_download
+
+    from hub.cards import EVAL_FOLDER, METRICS, fmt_metric
+    from training.config import EvalConfig
+    from training.evaluate import read_jsonl, summarise
+
+    for revision in (f"exp/{published.other}", "main"):
+        folder = Path(snapshot_download(published.adapter, revision=revision, cache_dir=tmp_path / "cache"))
+        card = ModelCard.load(folder / "README.md")
+        level, resamples, seed = map(int, re.search(
+            r"(\d+)% intervals in brackets \(BCa bootstrap over\s+examples, (\d+) resamples, seed (\d+)\)", card.text).groups())
+        work = tmp_path / revision.replace("/", "-")
+        shutil.copytree(folder / EVAL_FOLDER, work)
+        summary = summarise(work, EvalConfig(bootstrap_resamples=resamples, seed=seed, confidence=level / 100,
+                                             runs_dir=tmp_path / "no-runs"))
+        header = next(line for line in card.text.splitlines() if line.startswith("| metric | n |"))
+        models = [cell.strip() for cell in header.strip().strip("|").split("|")][2:]
+        experiments = [m for m in models if m != "base"]
+        assert models[0] == "base" and len(experiments) == (2 if revision == "main" else 1)
+        checked = 0
+        for key, label, _, fmt in METRICS:
+            if key not in summary["models"]["base"]:
+                continue
+            n = summary["n"]["base"]["medqa" if key.startswith("medqa") else "test"]
+            cells = [fmt_metric(summary["models"][m][key], fmt) for m in models]
+            assert f"| {label} | {n} | " + " | ".join(cells) + " |" in card.text, label
+            diffs = [fmt_metric(summary["paired_vs_base"][m][key], fmt, "diff", signed=True) for m in experiments]
+            assert f"| {label} | " + " | ".join(diffs) + " |" in card.text, label
+            checked += 1
+        assert checked == len(METRICS)  # every metric, MedQA's both methods included
+        best_or_branch = published.best if revision == "main" else published.other
+        by_name = {r.metric_name: r.metric_value for r in card.data.eval_results}
+        for key, label, _, _ in METRICS:
+            assert by_name[label] == round(summary["models"][best_or_branch][key]["value"], 4), label
+        # How many references exceed the decoding cap, from the predictions and the stated max_new_tokens.
+        cap = int(re.search(r"max_new_tokens (\d+), repetition_penalty", card.text).group(1))
+        records = read_jsonl(work / best_or_branch / "predictions.jsonl")
+        over = sum(r["scores"]["reference_tokens"] > cap for r in records)
+        assert f"{over} of {len(records)} reference answers are longer than {cap} tokens" in card.text
+        # model-index survives a round trip through huggingface_hub's card data
+        assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from test_bad_inputs import CHAT_CASES, CONFIG_CASES, DATA_CASES, HUB_CASES
+from test_data_safety import INPUT_LIMIT_CASES, OWNERSHIP_CASES, PRECHECK_CASES, PUSH_DISK_CASES
 from test_faults import DISK_CASES, FAILING_FAULTS, RETRIED_FAULTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,10 @@ COUNTED = {  # table row -> the case list it summarises
     "Hub faults ridden out": RETRIED_FAULTS,
     "Hub faults that persist": FAILING_FAULTS,
     "Full or unwritable disk": DISK_CASES,
+    "Output folders this project did not write": OWNERSHIP_CASES,
+    "Values the trainer would reject": PRECHECK_CASES,
+    "Input limits and where the error is": INPUT_LIMIT_CASES,
+    "Full disk or TMPDIR while pushing": PUSH_DISK_CASES,
 }
 
 

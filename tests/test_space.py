@@ -243,7 +243,7 @@ def test_oldest_turns_are_dropped_to_fit_the_input_budget(served):
     history = [{"role": role, "content": "long turn about anaemia " * 30} for role in ("user", "assistant") * 6]
     prompt = served.assistant.build_prompt(QUESTION, history)
     assert prompt.dropped_turns > 0
-    assert len(prompt.input_ids) <= served.assistant.contract.generation.max_input_tokens
+    assert len(prompt.input_ids) <= served.assistant.contract.max_input_tokens
 
 
 def test_footer_names_the_served_adapter_commit(served):

@@ -14,6 +14,8 @@ import yaml
 
 from training.config import DataConfig, ExperimentConfig, dump, validate
 from training.errors import DataError, EnvironmentProblem
+from training.atomic import OWNER_MARKER
+from training.run_folder import staging_dir
 from training.sample import SAMPLE_PATH
 from training.train import (
     build_model,
@@ -88,7 +90,8 @@ def test_run_folder_follows_the_contract(trained, tiny_data):
     assert provenance["config"] == dump(config) and "versions" in provenance
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == [OWNER_MARKER]  # no temp folders left behind
+    assert sorted(p.name for p in run.parent.iterdir()) == ["short"]  # nor a staged run or lock (run_folder.py)
 
 
 @pytest.mark.slow
@@ -108,7 +111,12 @@ def test_adapter_loads_and_generates(trained, tiny_base):
                        return_tensors="pt", add_special_tokens=False)
     output = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert output.shape[1] > inputs["input_ids"].shape[1]
-    assert contract.generation == config.generation
+    settings = config.generation
+    assert contract.max_input_tokens == settings.max_input_tokens
+    assert (contract.generation.max_new_tokens, contract.generation.do_sample,
+            contract.generation.repetition_penalty) == (settings.max_new_tokens, settings.do_sample,
+                                                       settings.repetition_penalty)
+    assert contract.generation.eos_token_id == [tokenizer.eos_token_id]  # Zephyr: end of turn is eos
 
 
 @pytest.mark.slow
@@ -185,7 +193,7 @@ def test_killed_run_resumes_to_the_same_adapter(trained, tmp_path):
     killed = subprocess.run([sys.executable, "-c", KILLER, str(config_file), "4"], cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert (config.run_dir / "checkpoints" / "checkpoint-4").is_dir()
+    assert (staging_dir(config.run_dir) / "checkpoints" / "checkpoint-4").is_dir()  # staged: run_dir never half-made
     assert not (config.run_dir / "adapter").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "training", "train", "--experiment", str(config_file), "--resume"],

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from training.config import GenerationConfig, validate
-from training.errors import ConfigError, DataError, HubError
+from training.config import GenerationConfig
+from training.errors import ConfigError, DataError
+from training.hub_errors import hub_error, hub_errors
 from training.atomic import write_json_atomic
 
 # TinyLlama-1.1B-Chat-v1.0's (Zephyr-style) template, re-typed so the tiny base speaks the same format.
@@ -36,7 +37,11 @@ TINYLLAMA_CHAT_TEMPLATE = (
 )
 
 CONTRACT_FILE = "chat_contract.json"
-CONTRACT_FORMAT = 1
+# 2: decoding settings moved to transformers' generation_config.json; the contract keeps the rest.
+CONTRACT_FORMAT = 2
+GENERATION_FILE = "generation_config.json"
+# A private-use character: no chat template contains it, so it marks where a message's content ends.
+_CONTENT_MARK = "\ue000"
 
 # The files a tokenizer is loaded from (a model repo also holds weights, which are not needed).
 _TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
@@ -46,8 +51,16 @@ _LEGACY_MERGES = re.compile(r'"merges"\s*:\s*\[\s*"')
 
 
 class ChatContract(NamedTuple):
+    """What an adapter folder says about how to talk to it.
+
+    `generation` is a `transformers.GenerationConfig` (read from generation_config.json, the file
+    every tool reads), stopping at the template's end-of-turn token; the contract file holds only what
+    GenerationConfig has no field for.
+    """
+
     system_prompt: str
-    generation: GenerationConfig
+    max_input_tokens: int
+    generation: Any
 
 
 def build_messages(system_prompt: str, question: str, answer: str | None = None) -> list[dict[str, str]]:
@@ -76,17 +89,56 @@ def format_examples(tokenizer, system_prompt: str, pairs: list[tuple[str, str]])
     prompts = tokenizer.apply_chat_template(
         [build_messages(system_prompt, q) for q, _ in pairs], add_generation_prompt=True, tokenize=False
     )
+    end = end_of_turn(tokenizer)
     return [
-        {"messages": build_messages(system_prompt, q, a), "prompt": prompt, "completion": a + tokenizer.eos_token}
+        {"messages": build_messages(system_prompt, q, a), "prompt": prompt, "completion": a + end}
         for (q, a), prompt in zip(pairs, prompts)
     ]
 
 
-def write_contract(folder: str | Path, system_prompt: str, generation: GenerationConfig) -> Path:
-    path = Path(folder) / CONTRACT_FILE
-    write_json_atomic(
-        path, {"format": CONTRACT_FORMAT, "system_prompt": system_prompt, "generation": generation.model_dump()}
+def end_of_turn(tokenizer) -> str:
+    """The special token that closes an assistant turn in the tokenizer's own chat template.
+
+    ChatML (SmolLM2) closes turns with `<|im_end|>`, Zephyr (TinyLlama) with `</s>`: render a
+    conversation and read the token that follows the assistant's content. The model learns to emit
+    it (it is the completion's last label) and generation stops there.
+    """
+    text = tokenizer.apply_chat_template(build_messages("s", "q", _CONTENT_MARK), tokenize=False)
+    tail = text[text.rindex(_CONTENT_MARK) + 1:].lstrip(" ")
+    specials = sorted(set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab()), key=len, reverse=True)
+    found = next((token for token in specials if token and tail.startswith(token)), None)
+    if found is None:
+        raise ConfigError(f"tokenizer {tokenizer.name_or_path}: its chat template ends an assistant turn with "
+                          f"{tail[:20]!r}, not a special token, so generation could not stop there")
+    return found
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Generation ends at the end-of-turn token, and at eos should a model emit that instead."""
+    ids = [tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)), tokenizer.eos_token_id]
+    return sorted({i for i in ids if i is not None})
+
+
+def generation_config(tokenizer, generation: GenerationConfig):
+    """The experiment's decoding settings as `transformers.GenerationConfig`, stopping at end of turn."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    sampling = {"temperature": generation.temperature, "top_p": generation.top_p} if generation.do_sample else {}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return HFGenerationConfig(
+        max_new_tokens=generation.max_new_tokens, do_sample=generation.do_sample,
+        repetition_penalty=generation.repetition_penalty, eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=pad, bos_token_id=tokenizer.bos_token_id, **sampling,
     )
+
+
+def write_contract(folder: str | Path, tokenizer, system_prompt: str, generation: GenerationConfig) -> Path:
+    """generation_config.json (decoding) and chat_contract.json (system prompt, input budget) into `folder`."""
+    folder = Path(folder)
+    generation_config(tokenizer, generation).save_pretrained(folder)
+    path = folder / CONTRACT_FILE
+    write_json_atomic(path, {"format": CONTRACT_FORMAT, "system_prompt": system_prompt,
+                             "max_input_tokens": generation.max_input_tokens})
     return path
 
 
@@ -103,11 +155,22 @@ def read_contract(folder: str | Path) -> ChatContract:
         raise DataError(f"{path}: unsupported chat contract format {found!r} (expected {CONTRACT_FORMAT})")
     if not isinstance(data.get("system_prompt"), str):
         raise DataError(f"{path}: 'system_prompt' is missing or not a string")
+    budget = data.get("max_input_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        raise DataError(f"{path}: 'max_input_tokens' must be a positive integer")
+    return ChatContract(data["system_prompt"], budget, read_generation_config(folder))
+
+
+def read_generation_config(folder: str | Path):
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    path = Path(folder) / GENERATION_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing (is {folder} an adapter folder trained by this project?)")
     try:
-        generation = validate(GenerationConfig, data.get("generation") or {}, str(path))
-    except ConfigError as exc:
-        raise DataError(str(exc)) from None
-    return ChatContract(data["system_prompt"], generation)
+        return HFGenerationConfig.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable generation config ({_first_line(exc)})") from None
 
 
 def load_tokenizer(name: str | Path, revision: str | None = None):
@@ -122,27 +185,37 @@ def load_tokenizer(name: str | Path, revision: str | None = None):
     tokenizer_json = folder / "tokenizer.json"
     text = tokenizer_json.read_text(encoding="utf-8") if tokenizer_json.exists() else ""
     if _LEGACY_MERGES.search(text):
-        return _load_with_upgraded_merges(folder, json.loads(text), name)
-    try:
-        return _tokenizer_class(folder).from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"tokenizer {name}: cannot load ({_first_line(exc)})") from None
+        tokenizer = _load_with_upgraded_merges(folder, json.loads(text), name)
+    else:
+        try:
+            tokenizer = _tokenizer_class(folder).from_pretrained(str(folder))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"tokenizer {name}: cannot load ({_first_line(exc)})") from None
+    if not tokenizer.chat_template:
+        # Every prompt, label mask and stop token here comes from the template: there is no fallback.
+        raise ConfigError(f"tokenizer {name}: no chat template (tokenizer_config.json or chat_template.jinja); "
+                          f"use a chat model's tokenizer, or add its template")
+    return tokenizer
 
 
 def _local_folder(name: str | Path, revision: str | None) -> Path:
     if Path(name).is_dir():
         return Path(name)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(str(name), revision=revision, allow_patterns=_TOKENIZER_FILES))
-    except RevisionNotFoundError:
-        raise HubError(f"tokenizer {name}: revision '{revision}' not found on the Hub") from None
-    except (RepositoryNotFoundError, HFValidationError):
+        with hub_errors(str(name), revision, "cannot download tokenizer"):
+            try:
+                return Path(snapshot_download(str(name), revision=revision, allow_patterns=_TOKENIZER_FILES))
+            except RepositoryNotFoundError as exc:
+                if isinstance(exc, GatedRepoError):
+                    raise
+                raise ConfigError(f"tokenizer {name}: not a local folder, and not found on the Hub") from None
+    except HFValidationError:
         raise ConfigError(f"tokenizer {name}: not a local folder, and not found on the Hub") from None
-    except OSError as exc:
-        raise HubError(f"tokenizer {name}@{revision}: cannot download ({_first_line(exc)})") from None
+    except OSError as exc:  # not one the mapping knows: still a download that failed
+        raise hub_error(exc, str(name), revision, "cannot download tokenizer") from None
 
 
 def _tokenizer_class(folder: Path):

@@ -53,8 +53,19 @@ def clean_text(text: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Comparison key: cleaned text, case-folded, all whitespace runs as one space."""
-    return " ".join(text.casefold().split())
+    """Comparison and split key: compatibility forms folded (NFKC: fullwidth letters, ligatures), case-folded,
+    whitespace runs as one space, trailing punctuation dropped; near-duplicates such as "What is ＡＣＥ?",
+    "what is ace" and "What  is ACE ?" share a key, so they land in one split."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(folded.split()).rstrip(_TRAILING)
+
+
+def _is_trailing(char: str) -> bool:
+    return unicodedata.category(char).startswith("P") or char.isspace()
+
+
+# Every punctuation or space character of the Basic Multilingual Plane: what normalise strips at the end.
+_TRAILING = "".join(c for c in map(chr, range(0x10000)) if _is_trailing(c))
 
 
 def question_id(question: str) -> str:

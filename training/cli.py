@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("training.train", "fine-tune LoRA adapters, one experiment or all"),
     "evaluate": ("training.evaluate", "BLEU / ROUGE / perplexity / MedQA for base and adapters"),
     "build-tiny-base": ("training.tiny_base", "build the tiny offline TinyLlama-shaped base model"),
+    "build-real-base": ("training.real_base", "build the real pretrained base (SmolLM2-135M-Instruct) from its package"),
 }
 
 
@@ -49,5 +50,5 @@ def run_guarded(func, *args) -> int:
         print(f"error: {exc.strerror}{where}; free some space or choose another output folder", file=sys.stderr)
         return EXIT_ENV
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("\nerror: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
         return 130

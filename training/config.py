@@ -24,6 +24,10 @@ TINYLLAMA_ID = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 TINYLLAMA_REVISION = "fe8a4ea1ffedaf415f4da2f062534de366a451e6"
 FLASHCARDS_ID = "medalpaca/medical_meadow_medical_flashcards"
 FLASHCARDS_REVISION = "main"
+# MedQA's `main` commit as the Hub API reported it on 2026-08-11 (last modified 2023-01-24); not checkable
+# offline. Evaluation also records the commit it actually loaded (eval/<model>/metrics.json `medqa_source`).
+MEDQA_ID = "GBaker/MedQA-USMLE-4-options"
+MEDQA_REVISION = "0fb93dd23a7339b6dcd27e241cb9b5eca62d4d18"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful medical assistant. Answer the medical question accurately and concisely. "
@@ -32,7 +36,11 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: `epochs: .inf` or `learning_rate: .nan` would pass every bound and fail hours later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+SEED_RANGE = (0, 2**32 - 1)  # numpy's seeds, which transformers.set_seed also sets
 
 
 class GenerationConfig(StrictModel):
@@ -84,8 +92,8 @@ class DataConfig(StrictModel):
 
 
 class LoraSettings(StrictModel):
-    r: int = Field(16, gt=0, description="LoRA rank")
-    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    r: int = Field(16, gt=0, le=4096, description="LoRA rank (at most the adapted layers' width)")
+    alpha: int = Field(32, gt=0, le=65536, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="modules that get adapters"
@@ -105,14 +113,15 @@ class ExperimentConfig(StrictModel):
     data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
     runs_dir: Path = Field(Path("runs"), description="the run goes to runs_dir/name")
     learning_rate: float = Field(2e-4, gt=0, le=1.0, description="peak learning rate")
-    per_device_batch_size: int = Field(4, gt=0, description="sequences per device per micro-step")
-    effective_batch_size: int = Field(8, gt=0, description="sequences per optimizer step; sets gradient accumulation")
-    epochs: float = Field(3, gt=0, description="passes over the training split")
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    per_device_batch_size: int = Field(4, gt=0, le=65536, description="sequences per device per micro-step")
+    effective_batch_size: int = Field(8, gt=0, le=2**20,
+                                      description="sequences per optimizer step; sets gradient accumulation")
+    epochs: float = Field(3, gt=0, le=10_000, description="passes over the training split")
+    max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: use epochs)")
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name")
-    max_seq_length: int = Field(512, gt=8, description="longer examples are truncated")
+    max_seq_length: int = Field(512, gt=8, le=2**20, description="longer examples are truncated")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     quantization: Literal["auto", "nf4", "none"] = Field(
         "auto", description="nf4: 4-bit QLoRA (CUDA + bitsandbytes); auto: nf4 when available, else none"
@@ -132,7 +141,14 @@ class ExperimentConfig(StrictModel):
         "max_seq_length, up to this many tokens per device (trl's best-fit-decreasing packing, padding-free), "
         "instead of effective_batch_size sequences. Fewer, larger steps; per_device_batch_size and "
         "effective_batch_size are then unused. auto: sized from GPU memory when padding_free is on "
-        "(256 per GiB, at most 32768), off otherwise; null: always batches of sequences",
+        "(training.train.AUTO_BATCH_TOKENS, chosen for time to quality; less on GPUs under 16 GiB), off otherwise; "
+        "null: always batches of sequences",
+    )
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "linear",
+        description="packed steps only: a step holds k times effective_batch_size examples, and the learning "
+        "rate is multiplied by sqrt(k) (linear: by k; none: unchanged). The rate is tuned for "
+        "effective_batch_size; larger steps with the same rate train a worse adapter (bench/README.md)",
     )
     liger_kernels: Literal["auto"] | bool = Field(
         "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary; same math) on a CUDA GPU, "
@@ -142,7 +158,7 @@ class ExperimentConfig(StrictModel):
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
     save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)")
     keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept in runs/<name>/checkpoints")
-    seed: int = Field(42, description="seed for init, dropout and data order")
+    seed: int = Field(42, ge=SEED_RANGE[0], le=SEED_RANGE[1], description="seed for init, dropout and data order")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @model_validator(mode="after")
@@ -204,7 +220,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__}: {exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
@@ -216,12 +232,60 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# A config holds a few hundred values; aliases can make a 600-byte file expand to billions.
+MAX_YAML_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a document whose aliases expand past MAX_YAML_VALUES values."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        expanded_size(node, {}, set())
+        return node
+
+
+class YamlTooLarge(ValueError):
+    def __init__(self, message: str, node):
+        super().__init__(message)
+        self.line = node.start_mark.line + 1
+
+
+def expanded_size(node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values in `node` with every alias written out (each shared node counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise YamlTooLarge("a recursive alias (a value that contains itself)", node)
+    open_nodes.add(key)
+    children = ([item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
+                else node.value if isinstance(node, yaml.SequenceNode) else [])
+    total = 1 + sum(expanded_size(child, sizes, open_nodes) for child in children)
+    if total > MAX_YAML_VALUES:
+        raise YamlTooLarge(f"aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?); "
+                           "write the values out", node)
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load with bounded alias expansion and nesting: ConfigError naming `where` and the line."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except YamlTooLarge as exc:
+        raise ConfigError(f"{where}: line {exc.line}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else raw
+        value = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else raw
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -316,14 +380,25 @@ class EvalConfig(StrictModel):
     batch_size: int | None = Field(
         None, gt=0, description="sequences per forward pass; None: 16, and for generation on a GPU 1024 (256 under 32 GiB)"
     )
-    max_new_tokens: int = Field(128, gt=0, le=4096, description="generated answer length cap (greedy decoding)")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")
-    medqa: str | None = Field(
-        "GBaker/MedQA-USMLE-4-options", description="MedQA 4-option questions: Hub dataset id or local JSONL; None: skip"
+    max_new_tokens: int | None = Field(
+        None, gt=0, le=4096, description="answer length cap in tokens; None: each adapter's saved generation settings "
+        "(what the Space serves), which the base shares. Set it only for quick runs: the card then says so"
     )
-    medqa_revision: str | None = Field(None, description="Hub revision of the MedQA dataset")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")
+    medqa: str | None = Field(MEDQA_ID, description="MedQA 4-option questions: Hub dataset id or local JSONL; None: skip")
+    medqa_revision: str | None = Field(MEDQA_REVISION, description="Hub revision of the MedQA dataset (a commit pins it)")
     medqa_split: str = Field("test", description="split of the MedQA Hub dataset")
-    medqa_limit: int | None = Field(200, gt=0, description="score only the first N MedQA questions; None: all")
-    bootstrap_resamples: int = Field(1000, gt=0, description="bootstrap resamples for confidence intervals")
+    medqa_limit: int | Literal["auto"] | None = Field(
+        "auto", description="score only the first N MedQA questions; auto: all 1,273 on a GPU, the first 200 on a CPU; "
+        "None: all"
+    )
+    bootstrap_resamples: int = Field(1000, gt=0, description="bootstrap resamples for the BCa confidence intervals")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
-    seed: int = Field(42, description="seed of the bootstrap resamples")
+    seed: int = Field(42, description="seed of the bootstrap resamples (and of sampling, if an adapter samples)")
+
+    @field_validator("medqa_limit")
+    @classmethod
+    def _positive_limit(cls, v):
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive number of questions, 'auto' or null")
+        return v

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from training.errors import ConfigError, EnvironmentProblem, HubError
+from training.hub_errors import hub_errors
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -28,12 +29,13 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     """The base model, with the adapter merged into its weights when given (faster than unmerged LoRA)."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from training.chat import load_tokenizer
+    from training.chat import load_tokenizer, stop_token_ids
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = pick_dtype(precision, device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)
+        with hub_errors(base, revision, "cannot load base model"):
+            model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)
     except OSError as exc:
         # A missing folder is a config mistake; a Hub id that cannot be fetched is a Hub problem.
         error = ConfigError if Path(base).is_absolute() or Path(base).exists() or base.startswith(".") else HubError
@@ -50,7 +52,7 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     # Decode only with the settings `generate` passes: the checkpoint's defaults (sampling,
     # max_length) must not leak into evaluation.
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id
     )
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(register_decode_attention())
@@ -115,8 +117,11 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_tokens: int,
-             static_cache: bool | None = None) -> list[str]:
-    """Greedy answers, stopping at eos; special tokens stripped.
+             static_cache: bool | None = None, sampling: dict | None = None) -> list[str]:
+    """Answers, stopping at the end-of-turn token (or eos); special tokens stripped.
+
+    Greedy unless `sampling` says otherwise: the other decoding settings saved with an adapter
+    (`do_sample`, `temperature`, `top_p`, `repetition_penalty`; evaluate.decoding_settings reads them).
 
     static_cache (default: on CUDA): a fixed-size KV cache, which lets transformers compile the decode
     step into CUDA graphs (4x the tokens/s of the dynamic cache at batch 256 on an H200, after a
@@ -126,10 +131,13 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
+    from training.chat import stop_token_ids
+
     if static_cache is None:
         static_cache = model.device.type == "cuda"
+    sampling = {key: value for key, value in (sampling or {}).items() if value is not None}
     config = GenerationConfig(
-        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        **{"do_sample": False, **sampling}, max_new_tokens=max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id, cache_implementation="static" if static_cache else None,
     )
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
@@ -160,10 +168,15 @@ def prompt_completion_ids(tokenizer, prompt: str, completion: str) -> tuple[list
 
 @torch.inference_mode()
 def completion_log_likelihoods(
-    model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int
+    model, tokenizer, prompts: Sequence[str], completions: Sequence[str], batch_size: int, split=None
 ) -> list[tuple[float, int]]:
-    """Per example: (sum of -log p over the completion tokens under teacher forcing, completion tokens)."""
-    encoded = [prompt_completion_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    """Per example: (sum of -log p over the completion tokens under teacher forcing, completion tokens).
+
+    `split(tokenizer, prompt, completion) -> (ids, completion start)` says where the completion starts;
+    default: as trl's SFTTrainer splits them (prompt_completion_ids).
+    """
+    split = split or prompt_completion_ids
+    encoded = [split(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
     results: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     for batch in length_sorted_batches([len(ids) for ids, _ in encoded], batch_size):
         rows = [encoded[i][0] for i in batch]

@@ -1,8 +1,16 @@
-"""MedQA-USMLE 4-option accuracy by option log-likelihood.
+"""MedQA-USMLE 4-option accuracy by log-likelihood, two ways, on the same questions.
 
-Each question is put to the model in its chat format with the four options listed; each option's
-text is then scored as the assistant's answer, and the option with the highest mean log-probability
-per token wins (length-normalised, so long options are not penalised for their length).
+- chat (`medqa_accuracy`): each question is put to the model in its chat format with the four options
+  listed; each option's text is then scored as the assistant's answer, and the option with the highest
+  mean log-probability per token wins (length-normalised, so long options are not penalised).
+- harness (`medqa_harness_acc`, `medqa_harness_acc_norm`): lm-evaluation-harness's zero-shot
+  `medqa_4options` task exactly (lm_eval/tasks/medqa/medqa.yaml and preprocess_medqa.py at
+  HARNESS_COMMIT), so the number sits beside published ones: the plain prompt
+  "Question: {question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\nAnswer:", the choices are the letters,
+  each scored as the continuation " " + letter; its tokens are those of tokenizer(prompt +
+  continuation) after the first len(tokenizer(prompt)) (the harness's `_encode_pair`). acc is the
+  argmax of the summed log-likelihood, acc_norm of log-likelihood / len(choice) in characters; with
+  one-letter choices the two coincide.
 """
 from __future__ import annotations
 
@@ -11,14 +19,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from training.errors import DataError, HubError
+from training.hub_errors import hub_error, hub_errors
 
 LETTERS = ("A", "B", "C", "D")
+HARNESS_TASK = "medqa_4options"
+HARNESS_REPO = "EleutherAI/lm-evaluation-harness"
+HARNESS_COMMIT = "4e7e0d47f33bc71070c1d38394bafbb52b117163"  # where the prompt and scoring below were read
+HARNESS_CHOICES = LETTERS  # doc_to_choice: ['A', 'B', 'C', 'D']
+HARNESS_DELIMITER = " "  # the task config's target_delimiter default
+# A CPU default for medqa_limit "auto": 8 forward passes per question make all 1,273 slow there.
+CPU_LIMIT = 200
 
 
 def load_questions(source: str, limit: int | None = None, split: str = "test", revision: str | None = None) -> list[dict]:
     """Questions from a local JSONL file or a Hub dataset, each {question, options{A-D}, answer_idx}."""
-    path = Path(source)
-    rows = _read_jsonl(path) if path.suffix == ".jsonl" or path.exists() else _read_hub(source, split, revision)
+    rows = _read_jsonl(Path(source)) if is_local(source) else _read_hub(source, split, revision)
     rows = rows[:limit] if limit else rows
     for number, row in enumerate(rows, 1):
         _check(row, f"{source} row {number}")
@@ -43,14 +58,43 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _read_hub(dataset_id: str, split: str, revision: str | None) -> list[dict]:
-    from datasets import load_dataset
+def is_local(source: str) -> bool:
+    path = Path(source)
+    return path.suffix == ".jsonl" or path.exists()
+
+
+def source_record(source: str, split: str = "test", revision: str | None = None) -> dict[str, Any]:
+    """What was scored, for metrics.json and the card: a file's sha256, or the Hub commit a revision resolves to."""
+    if is_local(source):
+        from training.provenance import sha256_file
+
+        path = Path(source)
+        return {"type": "file", "path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
+    from huggingface_hub import HfApi
 
     try:
-        return list(load_dataset(dataset_id, split=split, revision=revision))
-    except Exception as exc:  # datasets raises many types for "not reachable / not found"
-        raise HubError(f"cannot load MedQA dataset {dataset_id!r} split {split!r}: {exc.__class__.__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        with hub_errors(source, revision, "cannot resolve MedQA dataset"):
+            # From the Hub, or from the local cache when offline or the Hub is down.
+            commit = HfApi().resolve_revision(source, repo_type="dataset", revision=revision).resolved
+    except HubError as exc:
+        raise HubError(f"{exc} (or use a local copy: --medqa path/to/medqa.jsonl, or skip it: --medqa none)") from None
+    return {"type": "hub", "id": source, "split": split, "requested_revision": revision, "revision": commit}
+
+
+def _read_hub(dataset_id: str, split: str, revision: str | None) -> list[dict]:
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    action = f"cannot load MedQA dataset split {split!r} of"
+    try:
+        with hub_errors(dataset_id, revision, action):
+            # Resolved first (from the Hub, or the cache when offline): its errors say why, datasets' do not.
+            commit = HfApi().resolve_revision(dataset_id, repo_type="dataset", revision=revision).resolved
+            return list(load_dataset(dataset_id, split=split, revision=commit))
+    except HubError:
+        raise
+    except Exception as exc:  # datasets raises many types for "not found" (no such split, no data files)
+        raise hub_error(exc, dataset_id, revision, action) from None
 
 
 def _check(row: Any, where: str) -> None:
@@ -75,24 +119,63 @@ def pick_option(mean_log_probs: dict[str, float]) -> str:
     return max(LETTERS, key=lambda letter: mean_log_probs[letter])
 
 
+def harness_prompt(question: dict) -> str:
+    """preprocess_medqa.doc_to_text, with our field names (sent1 = question, ending0-3 = options A-D)."""
+    answers = "".join(f"{letter}. {question['options'][letter]}\n" for letter in LETTERS)
+    return f"Question: {question['question']}\n{answers}Answer:"
+
+
+def harness_split(tokenizer, context: str, continuation: str) -> tuple[list[int], int]:
+    """The harness's `_encode_pair` for a causal model: whole = tok(context + continuation), the
+    continuation is whole[len(tok(context)):] (context trailing spaces moved to the continuation)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenizer(context + continuation)["input_ids"]
+    return whole, len(tokenizer(context)["input_ids"])
+
+
+def harness_pick(logliks: Sequence[float], choices: Sequence[str] = HARNESS_CHOICES, normalise: bool = False) -> int:
+    """The harness's multiple-choice pick: argmax of the summed log-likelihoods (acc), or of
+    log-likelihood / len(choice) (acc_norm); ties go to the first, as np.argmax."""
+    import numpy as np
+
+    scores = np.asarray(logliks, dtype=np.float64)
+    if normalise:
+        scores = scores / np.array([float(len(choice)) for choice in choices])
+    return int(np.argmax(scores))
+
+
 def score_questions(model, tokenizer, questions: Sequence[dict], system_prompt: str, batch_size: int) -> list[dict]:
-    """Per question: the chosen letter, whether it is right, and each option's mean log-prob per token."""
+    """Per question, both methods: the chat method's chosen letter, whether it is right and each option's
+    mean log-prob per token; the harness method's summed log-likelihood of each choice and its pick."""
     from training.generation import completion_log_likelihoods
 
-    prompts, completions = [], []
+    prompts, completions, contexts, continuations = [], [], [], []
     for question in questions:
-        prompt = build_prompt(tokenizer, system_prompt, question)
+        prompt, context = build_prompt(tokenizer, system_prompt, question), harness_prompt(question)
         for letter in LETTERS:
             prompts.append(prompt)
             completions.append(question["options"][letter])
+            contexts.append(context)
+            continuations.append(HARNESS_DELIMITER + letter)
     scored = completion_log_likelihoods(model, tokenizer, prompts, completions, batch_size)
+    harness = completion_log_likelihoods(model, tokenizer, contexts, continuations, batch_size, split=harness_split)
     results = []
     for q, question in enumerate(questions):
         options = scored[q * len(LETTERS):(q + 1) * len(LETTERS)]
         mean_log_probs = {letter: -nll / max(n, 1) for letter, (nll, n) in zip(LETTERS, options)}
+        logliks = {letter: -nll for letter, (nll, _) in zip(LETTERS, harness[q * len(LETTERS):(q + 1) * len(LETTERS)])}
         chosen = pick_option(mean_log_probs)
         results.append({
             "question": question["question"], "answer_idx": question["answer_idx"], "predicted": chosen,
             "correct": chosen == question["answer_idx"], "option_mean_log_prob": mean_log_probs,
+            "harness_loglik": logliks, "harness_predicted": LETTERS[harness_pick(list(logliks.values()))],
         })
     return results
+
+
+def harness_correct(rows: Sequence[dict], normalise: bool) -> list[float]:
+    """1.0 where the harness pick (acc, or acc_norm when normalise) is the answer, from medqa.jsonl rows."""
+    return [float(LETTERS[harness_pick([row["harness_loglik"][k] for k in LETTERS], normalise=normalise)]
+                  == row["answer_idx"]) for row in rows]

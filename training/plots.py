@@ -16,12 +16,15 @@ LOSS_SIZE = (8.0, 4.5)
 
 METRIC_LABELS = {
     "bleu": "BLEU (sacrebleu, 0-100)",
-    "nltk_bleu": "BLEU (nltk, method1)",
+    "nltk_sentence_bleu": "mean sentence BLEU (nltk)",
     "rouge1": "ROUGE-1 F1",
     "rouge2": "ROUGE-2 F1",
     "rougeL": "ROUGE-L F1",
+    "rougeLsum": "ROUGE-Lsum F1",
     "perplexity": "Perplexity (lower is better)",
-    "medqa_accuracy": "MedQA accuracy",
+    "medqa_accuracy": "MedQA acc. (chat, options)",
+    "medqa_harness_acc": "MedQA acc (lm-eval-harness)",
+    "medqa_harness_acc_norm": "MedQA acc_norm (lm-eval-harness)",
 }
 
 
@@ -51,7 +54,7 @@ def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path:
     for ax, metric in zip(axes.flat, metrics):
         shown = [m for m in models if metric in results[m]]
         values = [results[m][metric]["value"] for m in shown]
-        # A percentile interval can sit (by rounding, or bias) just beside its point estimate:
+        # A bias-corrected interval can sit (by rounding, or bias) just beside its point estimate:
         # whiskers are then clipped at the bar rather than drawn negative.
         errors = [[max(0.0, v - results[m][metric]["ci_low"]) for m, v in zip(shown, values)],
                   [max(0.0, results[m][metric]["ci_high"] - v) for m, v in zip(shown, values)]]
@@ -62,7 +65,7 @@ def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path:
         ax.set_title(METRIC_LABELS[metric], fontsize=10)
         ax.set_ylim(bottom=min(0.0, *values))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Evaluation on the test split ({round(confidence * 100)}% bootstrap CI)")
+    fig.suptitle(f"Evaluation ({round(confidence * 100)}% BCa bootstrap CI)")
     return _save(fig, path)
 
 

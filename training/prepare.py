@@ -15,13 +15,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from training.atomic import replace_dir, write_json_atomic
+from training.atomic import check_replaceable, replace_dir, write_json_atomic
 from training.chat import format_examples, load_tokenizer
-from training.clean import Row, clean_rows
+from training.clean import Row, clean_rows, clean_text, drop_reason
 from training.config import CONFIG_DIR, DataConfig, dump, load_config
 from training.errors import DataError
 from training.provenance import stamp
-from training.sources import read_source
+from training.sources import SourceRows, read_source
 
 SPLITS = ("train", "validation", "test")
 REPORT_FILE = "data_report.json"
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare(config: DataConfig) -> dict[str, Any]:
     """Run the whole pipeline and write `config.output_dir`; returns the data report."""
+    check_replaceable(config.output_dir)  # before the work: a folder of the user's is refused, not replaced
     sources = [read_source(config.source, config.revision, config.columns)]
     sources += [read_source(spec, None, config.columns) for spec in config.extra_sources]
     questions = [q for source in sources for q in source.questions]
@@ -61,8 +62,12 @@ def prepare(config: DataConfig) -> dict[str, Any]:
     rows, over_limit = subsample(rows, config.max_examples, config.seed)
     dropped["over_max_examples"] = over_limit
     if not rows:
-        raise DataError(f"no rows left after cleaning {len(questions)} input rows (dropped: {_nonzero(dropped)})")
-    splits = split_by_question(rows, config.split, config.seed)
+        raise DataError(f"{source_names(sources)}: no rows left after cleaning {len(questions)} input rows "
+                        f"(dropped: {_nonzero(dropped)}): {first_drops(sources, config)}")
+    try:
+        splits = split_by_question(rows, config.split, config.seed)
+    except DataError as exc:
+        raise DataError(f"{source_names(sources)}: {exc}") from None
 
     tokenizer_revision = None if Path(config.tokenizer).is_dir() else config.tokenizer_revision  # a folder has none
     tokenizer = load_tokenizer(config.tokenizer, tokenizer_revision)
@@ -83,6 +88,28 @@ def prepare(config: DataConfig) -> dict[str, Any]:
     }
     write_output(config.output_dir, records, report)
     return report
+
+
+def source_names(sources: list[SourceRows]) -> str:
+    return ", ".join(str(s.info.get("path") or f"dataset {s.info.get('id')}") for s in sources)
+
+
+def row_locations(source: SourceRows) -> list[str]:
+    """Where each row came from ("<file>: line N"); Hub rows by their number."""
+    if len(source.where) == len(source.questions):
+        return source.where
+    return [f"{source_names([source])} row {n}" for n in range(1, len(source.questions) + 1)]
+
+
+def first_drops(sources: list[SourceRows], config: DataConfig) -> str:
+    """The first row dropped for each reason, so an error names the file and line (error path only)."""
+    firsts: dict[str, str] = {}
+    for source in sources:
+        for where, question, answer in zip(row_locations(source), source.questions, source.answers):
+            reason = drop_reason(clean_text(question), clean_text(answer), config.min_chars, config.max_chars)
+            if reason and reason not in firsts:
+                firsts[reason] = where
+    return ", ".join(f"first {reason} at {where}" for reason, where in firsts.items()) or "no row dropped"
 
 
 def subsample(rows: list[Row], max_examples: int | str, seed: int) -> tuple[list[Row], int]:

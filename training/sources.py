@@ -15,13 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from training.errors import ConfigError, DataError, HubError
+from training.errors import ConfigError, DataError
+from training.hub_errors import hub_error, hub_errors
 from training.provenance import sha256_file
 
 FILE_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # Column pairs recognised without a `columns` mapping, in order of preference.
 KNOWN_COLUMNS = ({"question": "question", "answer": "answer"}, {"input": "question", "output": "answer"})
+# A flashcard is one flat object: deeper nesting is not data, and would exhaust the JSON parser's stack.
+MAX_JSON_DEPTH = 32
+# A number is read as text; one this long is not a flashcard (Python refuses ints over 4,300 digits anyway).
+MAX_NUMBER_DIGITS = 100
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
 
 
 @dataclass
@@ -31,6 +37,7 @@ class SourceRows:
     info: dict[str, Any]
     questions: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)  # "<file>: line N" per row, for error messages
 
 
 def read_source(spec: str, revision: str | None = None, columns: dict[str, str] | None = None) -> SourceRows:
@@ -57,6 +64,7 @@ def read_file(path: Path, columns: dict[str, str] | None = None) -> SourceRows:
         question, answer = _pick(record, mapping, f"{path}: {where}")
         rows.questions.append(question)
         rows.answers.append(answer)
+        rows.where.append(f"{path}: {where}")
     if mapping is None:
         raise DataError(f"{path}: no rows")
     return rows
@@ -78,9 +86,31 @@ def _text_records(path: Path, suffix: str) -> Iterator[tuple[str, dict]]:
     return _csv_records(path, text)
 
 
+def _bounded_json(text: str, path: Path, line: int | None = None) -> Any:
+    """json.loads with nesting at most MAX_JSON_DEPTH and numbers of at most MAX_NUMBER_DIGITS digits;
+    `line` is the file line `text` starts at (JSON Lines), None for a whole file."""
+    def at(offset: int) -> str:
+        return f"line {(line or 1) + text.count(chr(10), 0, offset)}"
+
+    depth = 0
+    for token in _JSON_STRING_OR_BRACKET.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
+        if depth > MAX_JSON_DEPTH:
+            raise DataError(f"{path}: {at(token.start())}: JSON nested deeper than {MAX_JSON_DEPTH} levels "
+                            "(expected objects with question/answer fields)")
+
+    def number(digits: str, convert):
+        if len(digits) > MAX_NUMBER_DIGITS:
+            raise DataError(f"{path}: {at(max(text.find(digits), 0))}: a number of {len(digits):,} characters "
+                            f"(at most {MAX_NUMBER_DIGITS}); quote it if it is text")
+        return convert(digits)
+
+    return json.loads(text, parse_int=lambda s: number(s, int), parse_float=lambda s: number(s, float))
+
+
 def _json_records(path: Path, text: str) -> Iterator[tuple[str, dict]]:
     try:
-        data = json.loads(text)
+        data = _bounded_json(text, path)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
     if not isinstance(data, list):
@@ -94,7 +124,7 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[str, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = _bounded_json(line, path, number)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
         yield f"line {number}", _as_object(record, path, f"line {number}")
@@ -174,20 +204,19 @@ def read_hub(repo_id: str, revision: str | None, columns: dict[str, str] | None 
     """Every split of a Hub dataset at `revision`, recorded with the commit it resolved to."""
     import datasets
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HFValidationError
 
+    action, missing = "cannot download dataset", "no such local file, and not found on the Hub (or no read access)"
     try:
-        commit = HfApi().dataset_info(repo_id, revision=revision).sha
-        loaded = datasets.load_dataset(repo_id, revision=commit or revision)
+        with hub_errors(repo_id, revision, action, missing=missing):
+            # The commit, from the Hub or (offline, Hub down) the local cache: the report names what was read.
+            commit = HfApi().resolve_revision(repo_id, repo_type="dataset", revision=revision).resolved
+            loaded = datasets.load_dataset(repo_id, revision=commit)
     except HFValidationError:
         raise ConfigError(f"source '{repo_id}': neither an existing local file nor a valid Hub dataset id "
                           "(namespace/name)") from None
-    except RevisionNotFoundError:
-        raise HubError(f"dataset {repo_id}: revision '{revision}' not found") from None
-    except RepositoryNotFoundError:
-        raise HubError(f"dataset {repo_id}: no such local file, and not found on the Hub (or no read access)") from None
-    except (HfHubHTTPError, ConnectionError, OSError) as exc:
-        raise HubError(f"dataset {repo_id}@{revision}: cannot download ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:  # datasets' own "cannot get the files" errors
+        raise hub_error(exc, repo_id, revision, action) from None
     rows = SourceRows({"type": "hub", "id": repo_id, "revision": commit, "requested_revision": revision})
     where = f"dataset {repo_id}@{revision}"
     for split, dataset in loaded.items():

@@ -11,6 +11,7 @@ Several GPUs on one machine (DDP; effective_batch_size is then spread over the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import json
@@ -27,9 +28,12 @@ from typing import Any
 import yaml
 
 from training.config import CONFIG_DIR, ExperimentConfig, all_experiments, dump, load_experiment
-from training.atomic import replace_dir, write_json_atomic, write_text_atomic
+from training.atomic import replace_dir, write_json_atomic
 from training.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
+from training.hub_errors import hub_error, hub_errors
 from training.prepare import REPORT_FILE, SPLITS
+from training.run_folder import RunLock, check_run_folder, finish_staged_run, start_staged_run
+from training.trainer_checks import check_lora_targets, check_scheduler
 
 TRAINING_COLUMNS = ("prompt", "completion")  # prompt + completion is the training text exactly
 
@@ -122,16 +126,22 @@ def plan_hardware(config: ExperimentConfig) -> Hardware:
     return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size(), padding_free, batch_tokens, liger)
 
 
-def auto_batch_tokens(gpu_memory_bytes: int) -> int:
-    """Tokens per packed micro-batch that fit a GPU: 256 per GiB, a multiple of 1024, 1024 to 32768.
+# Tokens in one packed optimizer step, chosen for time to quality, not tokens per second: on an H200
+# with real weights, exp1 reached the notebook recipe's final validation loss fastest at this size
+# (bench/bench_time_to_quality.py, bench/README.md). Larger steps run faster per token but take
+# fewer optimizer steps, and 3 epochs of 32,768-token steps trained a clearly worse adapter.
+AUTO_BATCH_TOKENS = 8192
 
-    Measured through this trainer on an H200 (bench/README.md): 16384 tokens peak at 29 GB in bf16 and
-    39 GB in QLoRA, 32768 at 54 GB in bf16, and 32768 trains 11% faster than 16384. Smaller GPUs get
-    proportionally fewer (an A100-80GB: 20480; a T4's 15 GiB: 3072).
+
+def auto_batch_tokens(gpu_memory_bytes: int) -> int:
+    """AUTO_BATCH_TOKENS, or less where the GPU cannot hold it: 256 tokens per GiB, at least 1024.
+
+    Memory measured through this trainer on an H200 (bench/README.md): 16384 tokens peak at 29 GB in
+    bf16 and 39 GB in QLoRA, so 8192 fits any GPU of 32 GiB or more (a T4's 15 GiB: 3072).
     """
     per_gib = 256
-    tokens = gpu_memory_bytes // 2**30 * per_gib // 1024 * 1024
-    return int(min(32768, max(1024, tokens)))
+    fits = gpu_memory_bytes // 2**30 * per_gib // 1024 * 1024
+    return int(min(AUTO_BATCH_TOKENS, max(1024, fits)))
 
 
 def accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
@@ -167,8 +177,11 @@ def check_experiment(config: ExperimentConfig) -> list[UserError]:
 
     hardware = attempt(plan_hardware, config)
     attempt(check_batch, config, hardware)
-    for check in (check_data, check_base_model, check_runs_dir):
+    for check in (check_data, check_base_model, check_scheduler, check_runs_dir):
         attempt(check, config)
+    attempt(check_lora_targets, config, revision_of(config))
+    if is_main_process():  # the folders are the main process's to write (and to lock)
+        attempt(check_run_folder, config.run_dir)
     return problems
 
 
@@ -212,26 +225,30 @@ def check_base_model(config: ExperimentConfig) -> None:
         if not (Path(name).expanduser() / "config.json").is_file():
             raise ConfigError(f"experiment '{config.name}': base_model {name} is not a model folder (no config.json)")
         return
-    reason = hub_model_problem(name, config.base_revision)
-    if reason:
-        raise HubError(f"experiment '{config.name}': base_model {name} is neither a local folder nor reachable on "
-                       f"the Hub at revision {config.base_revision} ({reason})")
+    problem = hub_model_problem(name, config.base_revision)
+    if problem:
+        raise HubError(f"experiment '{config.name}': {problem}")
 
 
 @functools.cache  # experiments usually share one base: ask the Hub once
 def hub_model_problem(name: str, revision: str | None) -> str | None:
-    """Why the model's config.json cannot be had (from the Hub or the local cache), or None."""
+    """Why the model's config.json cannot be had (from the Hub or the local cache), as a line, or None."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError
 
     hub_logger = logging.getLogger("huggingface_hub")
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # its retry warnings would bury the one-line error
+    action = "cannot download base_model"
     try:
-        hf_hub_download(name, "config.json", revision=revision)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else exc.__class__.__name__
+        with hub_errors(name, revision, action):
+            hf_hub_download(name, "config.json", revision=revision)
+    except HFValidationError:
+        return f"base_model {name} is neither a local folder nor a valid Hub model id"
+    except HubError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:  # not one the mapping knows, but still no config.json to be had
+        return str(hub_error(exc, name, revision, action))
     finally:
         hub_logger.setLevel(level)
     return None
@@ -243,15 +260,17 @@ MIN_FREE_BYTES = 256 * 2**20
 
 
 def check_runs_dir(config: ExperimentConfig) -> None:
+    """runs_dir (where the run is staged and then swapped in) exists, is writable and has room."""
+    runs_dir = config.runs_dir
     try:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+        runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EnvironmentProblem(f"experiment '{config.name}': cannot create {config.run_dir} ({exc.strerror})") from None
-    if not os.access(config.run_dir, os.W_OK):
-        raise EnvironmentProblem(f"experiment '{config.name}': {config.run_dir} is not writable")
-    free = shutil.disk_usage(config.run_dir).free
+        raise EnvironmentProblem(f"experiment '{config.name}': cannot create {runs_dir} ({exc.strerror})") from None
+    if not os.access(runs_dir, os.W_OK):
+        raise EnvironmentProblem(f"experiment '{config.name}': {runs_dir} is not writable")
+    free = shutil.disk_usage(runs_dir).free
     if free < MIN_FREE_BYTES:
-        raise EnvironmentProblem(f"experiment '{config.name}': only {free / 2**20:.1f} MiB free in {config.run_dir}; "
+        raise EnvironmentProblem(f"experiment '{config.name}': only {free / 2**20:.1f} MiB free in {runs_dir}; "
                                  f"a run needs at least {MIN_FREE_BYTES >> 20} MiB for checkpoints and the adapter")
 
 
@@ -273,11 +292,14 @@ def load_splits(config: ExperimentConfig, tokenizer):
     from datasets import load_from_disk
 
     splits = load_from_disk(str(config.data_dir))
+    from training.chat import end_of_turn
+
     first = splits["train"][0]["completion"] if len(splits["train"]) else ""
-    if not first.endswith(tokenizer.eos_token):
+    end = end_of_turn(tokenizer)
+    if not first.endswith(end):
         raise DataError(
             f"experiment '{config.name}': completions in {config.data_dir} do not end with the base tokenizer's "
-            f"eos token {tokenizer.eos_token!r}; the data was prepared with another tokenizer"
+            f"end-of-turn token {end!r}; the data was prepared with another tokenizer"
         )
     return {name: splits[name].select_columns(list(TRAINING_COLUMNS)) for name in ("train", "validation")}
 
@@ -299,7 +321,8 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
             bnb_4bit_compute_dtype=hardware.dtype,
         )
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each DDP process its own GPU
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, revision=revision_of(config), **kwargs)
+    with hub_errors(config.base_model, revision_of(config), "cannot download base model"):  # the weights, mid-way
+        model = AutoModelForCausalLM.from_pretrained(config.base_model, revision=revision_of(config), **kwargs)
     if hardware.quantize:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     lora = LoraConfig(
@@ -319,11 +342,13 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
     return model
 
 
-def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_start: bool):
+def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_start: bool,
+                       run_dir: Path | None = None):
+    """`run_dir`: the folder being trained into (the staged run; default the run folder itself)."""
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(config.run_dir / "checkpoints"),
+        output_dir=str((run_dir or config.run_dir) / "checkpoints"),
         **batching_arguments(config, hardware),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -389,16 +414,17 @@ def batching_summary(config: ExperimentConfig, hardware: Hardware, trainer) -> d
     return {"mode": "packed", "tokens_per_step": rows * config.max_seq_length * hardware.world_size,
             "rows_per_device": rows, "row_tokens": config.max_seq_length, "processes": hardware.world_size,
             "mean_examples_per_step": round(packed_examples_per_step(trainer, hardware), 1),
+            "learning_rate": trainer.args.learning_rate, "lr_scaling": config.lr_scaling,
             "intervals": {name: getattr(trainer.args, name) for name in ("eval_steps", "save_steps", "logging_steps")}}
 
 
 def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer, splits, *,
-                  eval_on_start: bool = True, callbacks=()):
+                  eval_on_start: bool = True, callbacks=(), run_dir: Path | None = None):
     from transformers.integrations import TensorBoardCallback
     from trl import SFTTrainer
 
     tensorboard = TensorBoardCallback()
-    tensorboard.logging_dir = str(config.run_dir / "tensorboard")
+    tensorboard.logging_dir = str((run_dir or config.run_dir) / "tensorboard")
     if hardware.precision != "fp32":
         skip_adapter_input_casts(model)
     with warnings.catch_warnings():
@@ -406,7 +432,7 @@ def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer
         warnings.filterwarnings("ignore", message=".*use_liger_kernel=True.* is deprecated", category=FutureWarning)
         trainer = SFTTrainer(
             model=model,
-            args=training_arguments(config, hardware, eval_on_start=eval_on_start),
+            args=training_arguments(config, hardware, eval_on_start=eval_on_start, run_dir=run_dir),
             # Packing: trl builds the same padding-free collator itself (and refuses one passed in).
             data_collator=padding_free_collator(tokenizer) if hardware.padding_free and not hardware.batch_tokens
             else None,
@@ -417,7 +443,16 @@ def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer
         )
     if hardware.batch_tokens:
         rescale_intervals(trainer, config, hardware)
+        trainer.args.learning_rate = packed_learning_rate(config, packed_examples_per_step(trainer, hardware))
     return trainer
+
+
+def packed_learning_rate(config: ExperimentConfig, examples_per_step: float) -> float:
+    """The experiment's rate, tuned for effective_batch_size examples a step, scaled for a packed step
+    of `examples_per_step` (the optimizer reads trainer.args when training starts)."""
+    ratio = max(examples_per_step / config.effective_batch_size, 1.0)
+    power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[config.lr_scaling]
+    return config.learning_rate * ratio ** power
 
 
 def packed_examples_per_step(trainer, hardware: Hardware) -> float:
@@ -463,52 +498,32 @@ def padding_free_collator(tokenizer):
 # ---------------------------------------------------------------- one run
 
 
-def last_checkpoint(config: ExperimentConfig) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = config.run_dir / "checkpoints"
-    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-    return Path(found) if found else None
-
-
 def train_experiment(config: ExperimentConfig, *, resume: bool = False, callbacks=()) -> dict[str, Any]:
-    """Train one experiment into runs/<name>/; returns its metrics."""
+    """Train one experiment into runs/<name>/; returns its metrics.
+
+    The run is staged in runs/.in-progress/<name>/ and swapped in whole when it finishes, under a lock
+    (training/run_folder.py): a failure or a signal leaves the previous run as it was.
+    """
     hardware = plan_hardware(config)
-    checkpoint = last_checkpoint(config) if resume else None
-    start_run_dir(config, checkpoint, resume)
-    tokenizer = load_tokenizer(config)
-    splits = load_splits(config, tokenizer)
-    model = build_model(config, hardware)
-    clock = session_clock()
-    trainer = build_trainer(config, hardware, model, tokenizer, splits,
-                            eval_on_start=checkpoint is None, callbacks=[clock, *callbacks])
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e for e in trainer.state.log_history):
-        trainer.evaluate()  # the final loss is measured on the final weights
-    metrics = collect_metrics(trainer.state, clock, hardware)
-    metrics["batching"] = batching_summary(config, hardware, trainer)
-    if trainer.is_world_process_zero():
-        write_outputs(config, trainer, tokenizer, metrics)
+    main = is_main_process()
+    with RunLock(config.run_dir) if main else contextlib.nullcontext():
+        work_dir, checkpoint = start_staged_run(config.run_dir, dump(config),
+                                                yaml.safe_dump(dump(config), sort_keys=False), resume, main=main)
+        tokenizer = load_tokenizer(config)
+        splits = load_splits(config, tokenizer)
+        model = build_model(config, hardware)
+        clock = session_clock()
+        trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=checkpoint is None,
+                                callbacks=[clock, *callbacks], run_dir=work_dir)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e for e in trainer.state.log_history):
+            trainer.evaluate()  # the final loss is measured on the final weights
+        metrics = collect_metrics(trainer.state, clock, hardware)
+        metrics["batching"] = batching_summary(config, hardware, trainer)
+        if trainer.is_world_process_zero():
+            write_outputs(config, trainer, tokenizer, metrics, work_dir)
+            finish_staged_run(work_dir, config.run_dir)
     return {"name": config.name, "run_dir": str(config.run_dir), **metrics}
-
-
-def start_run_dir(config: ExperimentConfig, checkpoint: Path | None, resume: bool) -> None:
-    """A fresh run clears stale checkpoints (a later --resume must not pick them up); a resume keeps them."""
-    run_dir = config.run_dir
-    if checkpoint is not None:
-        saved = run_dir / "config.yaml"
-        if saved.is_file() and yaml.safe_load(saved.read_text(encoding="utf-8")) != dump(config):
-            raise ConfigError(f"--resume: {saved} differs from this configuration; resume with the same "
-                              "settings, or train afresh without --resume")
-        print(f"[{config.name}] resuming from {checkpoint}")
-    else:
-        if resume:
-            print(f"[{config.name}] no checkpoint in {run_dir / 'checkpoints'}; training from the start")
-        if is_main_process():
-            for stale in ("checkpoints", "tensorboard"):
-                shutil.rmtree(run_dir / stale, ignore_errors=True)
-    if is_main_process():
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(dump(config), sort_keys=False))
 
 
 def is_main_process() -> bool:
@@ -520,12 +535,26 @@ def session_clock():
     from transformers import TrainerCallback
 
     class SessionClock(TrainerCallback):
-        start = seconds = 0.0
+        """Also the training seconds (validation excluded) at which each validation loss was reached:
+        the x axis of time-to-quality curves, fair between runs that validate more or less often."""
+
+        start = seconds = mark = validating = 0.0
         tokens_at_start = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+            self.start = self.mark = time.perf_counter()
             self.tokens_at_start = state.num_input_tokens_seen
+            self.validating = 0.0
+            self.reached_at: dict[int, float] = {}
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.mark = time.perf_counter()
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            self.reached_at[state.global_step] = round(self.mark - self.start - self.validating, 3)
+            self.validating += now - self.mark
+            self.mark = now
 
         def on_train_end(self, args, state, control, **kwargs):
             self.seconds = time.perf_counter() - self.start
@@ -536,8 +565,9 @@ def session_clock():
 def collect_metrics(state, clock, hardware: Hardware) -> dict[str, Any]:
     history = state.log_history
     train_loss = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in history if "loss" in e]
-    eval_loss = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["eval_loss"]}
-                 for e in history if "eval_loss" in e]
+    reached_at = getattr(clock, "reached_at", {})
+    eval_loss = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["eval_loss"],
+                  "train_seconds": reached_at.get(e["step"])} for e in history if "eval_loss" in e]
     session_tokens = state.num_input_tokens_seen - clock.tokens_at_start
     return {
         "train_loss": train_loss,
@@ -569,7 +599,9 @@ def peak_memory(hardware: Hardware) -> dict[str, Any]:
 # ---------------------------------------------------------------- outputs
 
 
-def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any]) -> None:
+def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any],
+                  run_dir: Path | None = None) -> None:
+    """adapter/, metrics.json and provenance.json into `run_dir` (the staged run; default the run folder)."""
     from training.chat import write_contract
     from training.provenance import stamp
 
@@ -578,11 +610,12 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
     def save(folder: Path) -> None:
         trainer.model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))  # carries the chat template
-        write_contract(folder, report.get("system_prompt"), config.generation)
+        write_contract(folder, tokenizer, report.get("system_prompt"), config.generation)
 
-    replace_dir(config.run_dir / "adapter", save)
-    write_json_atomic(config.run_dir / "metrics.json", metrics)
-    write_json_atomic(config.run_dir / "provenance.json", {
+    run_dir = run_dir or config.run_dir
+    replace_dir(run_dir / "adapter", save)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / "provenance.json", {
         **stamp(),
         "data": {"fingerprint": report.get("fingerprint"), "sources": report.get("sources"),
                  "dir": str(config.data_dir)},

@@ -3,7 +3,7 @@
 It is what the tests and `make demo` point `HF_ENDPOINT` at, so that the real
 huggingface_hub, datasets, transformers and peft clients create repos, push commits, branches
 and tags, and download files exactly as they would from the Hub, without a network. It is
-not a Hub replacement: one process, no web pages, no pull requests, no Xet storage, and
+not a Hub replacement: one process, no web pages but a card view, no pull requests, no Xet storage, and
 Spaces are only recorded (variables, hardware), never built or run. See hub/server/README.md.
 
     python -m hub serve --dir hub-data --port 8089
@@ -37,16 +37,21 @@ class ServerHandle:
         self._thread.join(timeout=10)
 
 
-def _make_server(data_dir: str | Path, host: str, port: int):
+def _make_server(data_dir: str | Path, host: str, port: int, faults: bool = False):
     from hub.server.app import HubHTTPServer
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    return HubHTTPServer((host, port), data_dir)
+    return HubHTTPServer((host, port), data_dir, faults=faults)
 
 
-def start_in_thread(data_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
-    """Serve `data_dir` on host:port (0 = any free port) from a daemon thread."""
-    server = _make_server(data_dir, host, port)
+def start_in_thread(data_dir: str | Path, host: str = "127.0.0.1", port: int = 0,
+                    faults: bool = False) -> ServerHandle:
+    """Serve `data_dir` on host:port (0 = any free port) from a daemon thread.
+
+    `faults=True` enables fault injection (`/_local/faults`, reliability tests only): without
+    it that endpoint does not exist, whatever token asks.
+    """
+    server = _make_server(data_dir, host, port, faults)
     thread = threading.Thread(target=server.serve_forever, name="local-hub", daemon=True)
     thread.start()
     bound_port = server.server_address[1]
@@ -59,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--user", default=None,
                         help="also create a write token for this user in DIR/tokens.json (export it as HF_TOKEN)")
+    parser.add_argument("--faults", action="store_true",
+                        help="enable fault injection at /_local/faults (reliability tests only; off by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        server = _make_server(args.dir, args.host, args.port)
+        server = _make_server(args.dir, args.host, args.port, getattr(args, "faults", False))
     except OSError as exc:
         raise EnvironmentProblem(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
     if args.user:

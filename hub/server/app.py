@@ -8,10 +8,9 @@ because huggingface_hub turns those into RepositoryNotFoundError, RevisionNotFou
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import html
 import json
-import mimetypes
 import logging
 import re
 import secrets
@@ -24,10 +23,10 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
 
-from hub.server import auth
+from hub.server import auth, metadata, pages
 from hub.server.faults import Faults
 from hub.server.storage import (DEFAULT_BRANCH, REPO_TYPES, Store, StoreError, lfs_pointer, now_iso,
-                                 valid_sha256)
+                                 repo_path_problem, valid_sha256)
 
 logger = logging.getLogger("hub.server")
 
@@ -40,16 +39,27 @@ LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".ar
 LFS_MIN_SIZE = 10 * 1024 * 1024
 TREE_PAGE, TREE_PAGE_EXPANDED, COMMITS_PAGE = 1000, 50, 50
 _CHUNK = 1 << 20
+_MAX_LINE = 1024  # longest chunk-size or trailer line read from a chunked body
+# Request bodies: a write token may send a commit of many regular files (base64, each under
+# LFS_MIN_SIZE); anyone else only small JSON (validate-yaml, paths-info). An LFS PUT may send
+# exactly the size its batch call declared.
+BODY_LIMIT = 256 * 1024 * 1024
+ANONYMOUS_BODY_LIMIT = 1024 * 1024
+# A refused body is read and thrown away up to this size, so the client sees the answer;
+# beyond it the connection is closed instead.
+DISCARD_LIMIT = 1024 * 1024 * 1024
+GATED_MODES = ("auto", "manual")
 
 
 class HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, data_dir: str | Path):
+    def __init__(self, address, data_dir: str | Path, faults: bool = False):
         self.data_dir = Path(data_dir)
         self.store = Store(self.data_dir)
-        self.faults = Faults()
+        # fault injection exists only in a server started for reliability tests
+        self.faults = Faults() if faults else None
         self.lfs_tickets: dict[str, tuple[str, int]] = {}  # upload ticket -> (sha256, size)
         self.tickets_lock = threading.Lock()
         super().__init__(address, HubHandler)
@@ -80,11 +90,13 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _handle(self):
         self._body_read = False
+        self.identity = None
         split = urlsplit(self.path)
         self.raw_path, self.query = split.path, parse_qs(split.query)
         try:
             if not self._apply_fault():
                 return
+            # who is asking is known before any byte of the body is read
             self.identity = auth.identify(self.server.data_dir, self.headers.get("Authorization"))
             self._route()
         except PermissionError as exc:
@@ -103,7 +115,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _apply_fault(self) -> bool:
         """Apply an injected fault; False when the request must not be answered normally."""
-        if self.raw_path.startswith("/_local/faults"):
+        if self.server.faults is None or self.raw_path.startswith("/_local/faults"):
             return True
         rule = self.server.faults.take(self.command, self.raw_path)
         if rule is None:
@@ -119,20 +131,47 @@ class HubHandler(BaseHTTPRequestHandler):
         self._error(HttpError(rule.status, f"injected fault {rule.status}"))
         return False
 
-    def _iter_body(self):
-        """The request body in chunks; understands Content-Length and chunked encoding."""
-        self._body_read = True
+    def _body_limit(self) -> int:
+        return BODY_LIMIT if self.identity is not None and self.identity.can_write else ANONYMOUS_BODY_LIMIT
+
+    def _declared_length(self) -> int | None:
+        """Content-Length as a number (None for a chunked body); 400 when it is not one."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        raw = self.headers.get("Content-Length") or "0"
+        if not raw.strip().isdigit():
+            self.close_connection = True  # the body's end is unknown: the connection cannot be reused
+            raise HttpError(400, f"invalid Content-Length {raw[:40]!r}")
+        return int(raw)
+
+    def _chunk_size(self) -> int:
+        """The size line of a chunked body (read bounded); 400 and no reuse of the connection if it is not one."""
+        line = self.rfile.readline(_MAX_LINE).split(b";")[0].strip()
+        if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", line):
+            self.close_connection = True
+            raise HttpError(400, "malformed chunked request body")
+        return int(line, 16)
+
+    def _raw_chunks(self):
+        """The request body in chunks as sent; understands Content-Length and chunked encoding."""
+        self._body_read = True
+        length = self._declared_length()
+        if length is None:
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size = self._chunk_size()
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return
-                yield self.rfile.read(size)
+                while size > 0:
+                    chunk = self.rfile.read(min(_CHUNK, size))
+                    if not chunk:
+                        raise ConnectionError("client closed the connection mid-body")
+                    size -= len(chunk)
+                    yield chunk
                 self.rfile.readline()
         else:
-            remaining = int(self.headers.get("Content-Length") or 0)
+            remaining = length
             while remaining > 0:
                 chunk = self.rfile.read(min(_CHUNK, remaining))
                 if not chunk:
@@ -140,23 +179,57 @@ class HubHandler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
                 yield chunk
 
+    def _iter_body(self, limit: int | None = None):
+        """The request body in chunks; 413 (before reading when the length is declared) past `limit`."""
+        limit = self._body_limit() if limit is None else limit
+        length = self._declared_length()
+        if length is not None and length > limit:
+            raise HttpError(413, f"Request body of {length} bytes is larger than the {limit}-byte limit")
+        received, chunks = 0, self._raw_chunks()
+        for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                self._discard(chunks, received)  # the rest is thrown away before the answer
+                raise HttpError(413, f"Request body is larger than the {limit}-byte limit")
+            yield chunk
+
     def _body(self) -> bytes:
         return b"".join(self._iter_body()) if not self._body_read else b""
 
+    def _discard_body(self) -> None:
+        """Read and drop the unread body (bounded memory), so keep-alive connections stay in sync."""
+        try:
+            self._discard(self._raw_chunks(), 0)
+        except HttpError:  # a malformed Content-Length or chunk: the rest cannot be read
+            self.close_connection = True
+
+    def _discard(self, chunks, discarded: int) -> None:
+        for chunk in chunks:
+            discarded += len(chunk)
+            if discarded > DISCARD_LIMIT:  # not worth reading: the connection is closed instead
+                self.close_connection = True
+                return
+
     def _json_body(self) -> dict:
+        """The body as a JSON object; 400 with the Hub's error shape for anything else."""
         raw = self._body()
         try:
-            return json.loads(raw) if raw else {}
+            body = json.loads(raw) if raw.strip() else {}
         except ValueError:
-            raise HttpError(400, "request body is not valid JSON")
+            raise HttpError(400, "Request body is not valid JSON")
+        if not isinstance(body, dict):
+            raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}")
+        return body
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
               content_type: str = "application/json") -> None:
         if not self._body_read:
-            self._body()  # drain, so keep-alive connections stay in sync
+            self._discard_body()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -187,12 +260,28 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Repository not found: {repo_id}", "RepoNotFound")
         return meta
 
-    def _writer(self, namespace: str) -> auth.Identity:
+    def _downloadable(self, repo_type: str, repo_id: str) -> dict:
+        """A readable repo whose files this caller may download: gated repos need granted access."""
+        meta = self._readable(repo_type, repo_id)
+        if not meta.get("gated"):
+            return meta
+        user = self.identity.user if self.identity else None
+        if user == repo_id.split("/")[0] or user in meta.get("granted", []):
+            return meta
+        kind = repo_type if repo_type != "space" else "space"
+        if user is None:  # the Hub's answers: 401 to anonymous callers, 403 to users not on the list
+            raise HttpError(401, f"Access to {kind} {repo_id} is restricted. You must have access to it and be "
+                                 "authenticated to access it. Please log in.", "GatedRepo")
+        raise HttpError(403, f"Access to {kind} {repo_id} is restricted and you are not in the authorized list. "
+                             f"Visit {self._repo_url(repo_type, repo_id)} to ask for access.", "GatedRepo")
+
+    def _writer(self, namespace: str | None = None) -> auth.Identity:
+        """The caller, who must hold a write token (for `namespace` when given)."""
         if self.identity is None:
             raise HttpError(401, "You must be authenticated with a write token to do this")
         if not self.identity.can_write:
             raise HttpError(403, "This token has read-only access")
-        if self.identity.user != namespace:
+        if namespace is not None and self.identity.user != namespace:
             raise HttpError(403, f"You don't have the rights to write to the namespace {namespace}")
         return self.identity
 
@@ -251,6 +340,7 @@ class HubHandler(BaseHTTPRequestHandler):
             ("POST", "preupload"): lambda: self._preupload(repo_type, repo_id, "/".join(args)),
             ("POST", "commit"): lambda: self._commit(repo_type, repo_id, "/".join(args)),
             ("PUT", "settings"): lambda: self._settings(repo_type, repo_id),
+            ("POST", "user-access-request"): lambda: self._grant_access(repo_type, repo_id, args),
         }
         if repo_type == "space":
             routes.update({
@@ -266,6 +356,8 @@ class HubHandler(BaseHTTPRequestHandler):
         handler = routes.get((method, action))
         if handler is None:
             raise HttpError(404, "Not Found")
+        if method != "GET" and action != "paths-info":
+            self._writable(repo_type, repo_id)  # before the body is read
         return handler()
 
     # ---- account and repos -------------------------------------------------------------
@@ -280,13 +372,17 @@ class HubHandler(BaseHTTPRequestHandler):
         return f"{self.base_url}/{PREFIXES[repo_type]}{repo_id}"
 
     def _create_repo(self):
+        self._writer()
         body = self._json_body()
-        if self.identity is None:
-            raise HttpError(401, "You must be authenticated with a write token to create a repo")
-        namespace = body.get("organization") or self.identity.user
-        repo_type = body.get("type") or "model"
-        if repo_type not in REPO_TYPES or not body.get("name"):
-            raise HttpError(400, f"invalid repo type {repo_type!r} or missing name")
+        namespace = _field(body, "organization", str, required=False) or self.identity.user
+        repo_type = _field(body, "type", str, required=False) or "model"
+        if repo_type not in REPO_TYPES:
+            raise HttpError(400, f'"type" must be one of [{", ".join(REPO_TYPES)}]')
+        _field(body, "name", str)
+        for key in ("variables", "secrets"):
+            for item in _field(body, key, list, required=False) or []:
+                if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+                    raise HttpError(400, f'"{key}" must be an array of {{"key", "value"}} objects')
         repo_id = f"{namespace}/{body['name']}"
         self._writer(namespace)
         private = body.get("visibility") == "private" if "visibility" in body else bool(body.get("private"))
@@ -296,8 +392,8 @@ class HubHandler(BaseHTTPRequestHandler):
                         hardware={"current": "cpu-basic", "requested": body.get("hardware") or "cpu-basic"},
                         gcTimeout=body.get("sleepTimeSeconds"))
             for var in body.get("variables") or []:
-                meta["variables"][var["key"]] = {"value": var["value"], "description": var.get("description"),
-                                                 "updatedAt": now_iso()}
+                meta["variables"][var["key"]] = {"value": str(var.get("value", "")),
+                                                 "description": var.get("description"), "updatedAt": now_iso()}
             meta["secrets"] = sorted({s["key"] for s in body.get("secrets") or []})
         url = self._repo_url(repo_type, repo_id)
         if not self.server.store.create_repo(repo_type, repo_id, meta):
@@ -306,10 +402,13 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self):
+        self._writer()
         body = self._json_body()
-        repo_type = body.get("type") or "model"
-        namespace = body.get("organization") or (self.identity.user if self.identity else "")
-        repo_id = f"{namespace}/{body.get('name')}"
+        repo_type = _field(body, "type", str, required=False) or "model"
+        if repo_type not in REPO_TYPES:
+            raise HttpError(400, f'"type" must be one of [{", ".join(REPO_TYPES)}]')
+        namespace = _field(body, "organization", str, required=False) or self.identity.user
+        repo_id = f"{namespace}/{_field(body, 'name', str)}"
         self._writable(repo_type, repo_id)
         self.server.store.delete_repo(repo_type, repo_id)
         self._json({})
@@ -322,20 +421,42 @@ class HubHandler(BaseHTTPRequestHandler):
         elif "private" in body:
             meta["private"] = bool(body["private"])
         if "gated" in body:
+            if body["gated"] not in (*GATED_MODES, False):
+                raise HttpError(400, f'"gated" must be one of [{", ".join(GATED_MODES)}, false]')
             meta["gated"] = body["gated"]
         with self.server.store.lock(repo_type, repo_id):
             self.server.store.save_meta(repo_type, repo_id, meta)
         self._json({})
 
+    def _grant_access(self, repo_type: str, repo_id: str, args: list[str]):
+        """`grant_access`: the owner lets `user` download a gated repo (the Hub's status codes)."""
+        if args != ["grant"]:
+            raise HttpError(404, "Not Found")
+        user = _field(self._json_body(), "user", str)
+        meta = self._writable(repo_type, repo_id)
+        if not meta.get("gated"):
+            raise HttpError(400, f"Repo {repo_id} is not gated")
+        if user in meta.get("granted", []):
+            raise HttpError(400, f"User {user} already has access to {repo_id}")
+        with self.server.store.lock(repo_type, repo_id):
+            meta["granted"] = sorted({*meta.get("granted", []), user})
+            self.server.store.save_meta(repo_type, repo_id, meta)
+        self._json({"user": user, "status": "accepted"})
+
     def _validate_yaml(self):
-        content = self._json_body().get("content", "")
-        try:
-            _front_matter(content)
-        except yaml.YAMLError as exc:
-            message = f"Invalid YAML in the card metadata: {exc}".replace("\n", " ")
-            return self._json({"error": message, "errors": [{"message": message}], "warnings": []}, 400,
-                              {"X-Error-Message": message})
-        self._json({"errors": [], "warnings": []})
+        body = self._json_body()
+        content = _field(body, "content", str)
+        repo_type = _field(body, "repoType", str, required=False) or "model"
+        if repo_type not in REPO_TYPES:
+            raise HttpError(400, f'"repoType" must be one of [{", ".join(REPO_TYPES)}]')
+        errors = metadata.card_errors(content, repo_type)
+        if not errors:
+            return self._json({"errors": [], "warnings": []})
+        if self.headers.get("Accept", "").startswith("text/plain"):  # what RepoCard.validate asks for
+            text = "\n".join(f"- Error: {e}" for e in errors)
+            return self._send(400, text.encode(), {"X-Error-Message": errors[0]}, "text/plain; charset=utf-8")
+        self._json({"error": "\n".join(errors), "errors": [{"message": e} for e in errors], "warnings": []}, 400,
+                   {"X-Error-Message": errors[0]})
 
     # ---- reading -----------------------------------------------------------------------
     def _resolve_rev(self, repo_type: str, repo_id: str, revision: str):
@@ -356,7 +477,7 @@ class HubHandler(BaseHTTPRequestHandler):
             return None
         try:
             text = self.server.store.blob_path(entry["sha256"]).read_text(encoding="utf-8", errors="replace")
-            return _front_matter(text)
+            return metadata.front_matter(text)
         except yaml.YAMLError:
             return None
 
@@ -364,11 +485,12 @@ class HubHandler(BaseHTTPRequestHandler):
         meta = self._readable(repo_type, repo_id)
         resolved = self._resolve_rev(repo_type, repo_id, revision)
         tree = resolved.commit["tree"]
+        card = self._card_data(tree)
         info = {
             "_id": repo_id, "id": repo_id, "author": repo_id.split("/")[0], "sha": resolved.commit_id,
             "lastModified": resolved.commit["date"], "createdAt": meta.get("createdAt"),
             "private": meta.get("private", False), "gated": meta.get("gated", False), "disabled": False,
-            "downloads": 0, "likes": 0, "tags": [], "cardData": self._card_data(tree),
+            "downloads": 0, "likes": 0, "tags": metadata.card_tags(repo_type, card, list(tree)), "cardData": card,
             "siblings": [_sibling(path, entry) for path, entry in sorted(tree.items())],
             "usedStorage": sum(e["size"] for e in tree.values()),
         }
@@ -432,11 +554,12 @@ class HubHandler(BaseHTTPRequestHandler):
                 pending.pop(path)["lastCommit"] = {"id": commit_id, "title": commit["title"], "date": commit["date"]}
 
     def _paths_info(self, repo_type: str, repo_id: str, revision: str):
-        raw = self._body()
         if self.headers.get("Content-Type", "").startswith("application/json"):
-            paths = json.loads(raw or b"{}").get("paths", [])
+            paths = _field(self._json_body(), "paths", list, required=False) or []
+            if not all(isinstance(p, str) for p in paths):
+                raise HttpError(400, '"paths" must be an array of strings')
         else:
-            paths = parse_qs(raw.decode()).get("paths", [])
+            paths = parse_qs(self._body().decode("utf-8", errors="replace")).get("paths", [])
         self._readable(repo_type, repo_id)
         tree = self._resolve_rev(repo_type, repo_id, revision).commit["tree"]
         found = []
@@ -466,14 +589,24 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HttpError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": resolved.commit_id})
         return resolved, path, entry
 
+    def _intact(self, entry: dict, repo_id: str, path: str) -> None:
+        """500 (and one log line naming it) when a blob's bytes no longer hash to its id: never served."""
+        if not self.server.store.blob_intact(entry["sha256"]):
+            logger.error("blob %s (%s/%s) does not match its sha256 on disk: not served", entry["sha256"],
+                         repo_id, path)
+            raise HttpError(500, f"stored content of {path} is damaged; it is not served")
+
     def _resolve(self, repo_type: str, repo_id: str, segs: list[str]):
+        self._downloadable(repo_type, repo_id)
         resolved, path, entry = self._entry(repo_type, repo_id, segs)
+        if self.command == "GET":
+            self._intact(entry, repo_id, path)
         size = entry["size"]
         headers = {
             "X-Repo-Commit": resolved.commit_id,
             "ETag": f'"{entry["sha256"] if entry["lfs"] else entry["sha1"]}"',
             "Accept-Ranges": "bytes",
-            "Content-Disposition": f'inline; filename="{Path(path).name}"',
+            **pages.user_file_headers(path),
         }
         start, end = 0, size - 1
         status = 200
@@ -485,7 +618,7 @@ class HubHandler(BaseHTTPRequestHandler):
             start, end = span
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        self._body()
+        self._discard_body()
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(max(0, end - start + 1)))
@@ -510,24 +643,30 @@ class HubHandler(BaseHTTPRequestHandler):
         Relative links in a card (its plots) resolve to sibling blob URLs, so images show.
         """
         resolved, path, entry = self._entry(repo_type, repo_id, segs)
+        if path != "README.md":  # a gated repo's card is public, as on the Hub; its files are not
+            self._downloadable(repo_type, repo_id)
+        self._intact(entry, repo_id, path)
         data = self.server.store.blob_path(entry["sha256"]).read_bytes()
         if not path.endswith(".md"):
-            kind = mimetypes.guess_type(path)[0] or "text/plain; charset=utf-8"
-            return self._send(200, data, {"X-Repo-Commit": resolved.commit_id}, kind)
-        title = html.escape(f"{repo_id} @ {resolved.commit_id[:10]} : {path}")
-        page = f"<!doctype html><meta charset=utf-8><title>{title}</title><h3>{title}</h3>" + _markdown_html(data)
-        self._send(200, page.encode(), {"X-Repo-Commit": resolved.commit_id}, "text/html; charset=utf-8")
+            return self._send(200, data, {"X-Repo-Commit": resolved.commit_id, **pages.user_file_headers(path)},
+                              pages.user_file_type(path))
+        page = pages.card_page(f"{repo_id} @ {resolved.commit_id[:10]} : {path}", data)
+        self._send(200, page, {"X-Repo-Commit": resolved.commit_id, **pages.card_page_headers()},
+                   "text/html; charset=utf-8")
 
     # ---- writing -----------------------------------------------------------------------
     def _preupload(self, repo_type: str, repo_id: str, revision: str):
-        files = self._json_body().get("files", [])
         self._writable(repo_type, repo_id)
+        files = _field(self._json_body(), "files", list)
         tree = self._resolve_rev(repo_type, repo_id, revision).commit["tree"]
         answer = []
-        for item in files:
-            path = item["path"]
-            sample = base64.b64decode(item.get("sample", ""))
-            lfs = path.lower().endswith(LFS_SUFFIXES) or item.get("size", 0) >= LFS_MIN_SIZE or b"\0" in sample
+        for i, item in enumerate(files):
+            if not isinstance(item, dict):
+                raise HttpError(400, f'"files[{i}]" must be of type object')
+            path = _repo_path(item, f"files[{i}].path")
+            sample = _base64(_field(item, "sample", str, required=False) or "", f"files[{i}].sample")
+            size = _field(item, "size", int, required=False) or 0
+            lfs = path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or b"\0" in sample
             existing = tree.get(path)
             oid = None
             if existing is not None and existing["lfs"] == lfs:
@@ -536,15 +675,18 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({"files": answer})
 
     def _lfs_batch(self, repo_type: str, repo_id: str):
-        body = self._json_body()
         self._writable(repo_type, repo_id)
+        body = self._json_body()
         if body.get("operation") != "upload":
             raise HttpError(400, "only the upload operation is supported")
         objects = []
-        for obj in body.get("objects", []):
-            oid, size = str(obj.get("oid")), int(obj.get("size", 0))
-            if not valid_sha256(oid):
-                raise HttpError(400, f"LFS oid must be a sha256 hex digest, got {oid[:80]!r}")
+        for i, obj in enumerate(_field(body, "objects", list)):
+            if not isinstance(obj, dict):
+                raise HttpError(400, f'"objects[{i}]" must be of type object')
+            oid, size = _field(obj, "oid", str), _field(obj, "size", int)
+            if not valid_sha256(oid) or size < 0:
+                raise HttpError(400, f"LFS object {oid[:80]!r}: the oid must be a sha256 hex digest and the size "
+                                     "a byte count")
             answer = {"oid": oid, "size": size}
             if not self.server.store.has_blob(oid):
                 ticket = secrets.token_urlsafe(24)
@@ -562,71 +704,59 @@ class HubHandler(BaseHTTPRequestHandler):
                 target = self.server.lfs_tickets.get(segs[1])
             if target is None:
                 raise HttpError(404, "unknown or used LFS upload ticket")
-            self.server.store.put_blob_stream(self._iter_body(), target[0])
+            oid, size = target
+            # exactly the declared size: a longer body is refused before it is stored
+            self.server.store.put_blob_stream(self._iter_body(limit=size), oid, size)
             with self.server.tickets_lock:
                 self.server.lfs_tickets.pop(segs[1], None)
             return self._json({})
-        if segs == ["faults"] and method in ("GET", "POST", "DELETE"):
-            body = self._json_body()
+        if segs == ["faults"] and method in ("GET", "POST", "DELETE") and self.server.faults is not None:
             if self.identity is None or not self.identity.can_write:
                 raise HttpError(403, "fault injection needs a write token")
+            body = self._json_body()
             if method == "GET":
                 return self._json({"rules": self.server.faults.describe()})
             if method == "DELETE":
                 self.server.faults.clear()
             else:
                 try:
-                    self.server.faults.set(body.get("rules", []))
-                except (ValueError, re.error, KeyError) as exc:
+                    self.server.faults.set(_field(body, "rules", list, required=False) or [])
+                except (ValueError, re.error, KeyError, TypeError, AttributeError) as exc:
                     raise HttpError(400, f"bad fault rules: {exc}")
             return self._json({})
         raise HttpError(404, "Not Found")
 
     def _commit(self, repo_type: str, repo_id: str, revision: str):
-        raw = self._body()
         self._writable(repo_type, repo_id)
         if self.query.get("create_pr", ["0"])[0] in ("1", "true"):
             raise HttpError(400, "pull requests are not supported by the local Hub server")
-        header, operations = {}, []
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            key, value = item.get("key"), item.get("value", {})
-            if key == "header":
-                header = value
-            elif key == "file":
-                operations.append({"op": "add", "path": value["path"], "data": base64.b64decode(value["content"])})
-            elif key == "lfsFile":
-                operations.append({"op": "lfs", "path": value["path"], "oid": value["oid"], "size": int(value["size"])})
-            elif key == "deletedFile":
-                operations.append({"op": "delete", "path": value["path"]})
-            elif key == "deletedFolder":
-                operations.append({"op": "delete_folder", "path": value["path"]})
-            else:
-                raise HttpError(400, f"unknown commit line key {key!r}")
+        header, operations = _commit_lines(self._body())
+        for op in operations:
+            if op["op"] == "add" and op["path"] == "README.md":  # the Hub checks the card on every commit
+                errors = metadata.card_errors(op["data"].decode("utf-8", errors="replace"), repo_type)
+                if errors:
+                    raise HttpError(400, "Invalid metadata in README.md.\n" + "\n".join(f"- {e}" for e in errors))
         store = self.server.store
         if revision not in store.refs(repo_type, repo_id)["branches"]:
             self._resolve_rev(repo_type, repo_id, revision)  # RevisionNotFound for unknown revisions
             raise HttpError(400, f"{revision} is not a branch; commits go to branches")
-        commit_id = store.apply_commit(repo_type, repo_id, revision, operations, header.get("summary") or "update",
-                                       header.get("description") or "", self.identity.user, header.get("parentCommit"))
+        commit_id = store.apply_commit(repo_type, repo_id, revision, operations,
+                                       _field(header, "summary", str, required=False) or "update",
+                                       _field(header, "description", str, required=False) or "", self.identity.user,
+                                       _field(header, "parentCommit", str, required=False))
         self._json({"success": True, "commitOid": commit_id, "pullRequestUrl": None,
                     "commitUrl": f"{self._repo_url(repo_type, repo_id)}/commit/{commit_id}"})
 
     def _create_ref(self, repo_type: str, repo_id: str, kind: str, name: str):
-        body = self._json_body()
         self._writable(repo_type, repo_id)
-        start = body.get("startingPoint") or DEFAULT_BRANCH
+        start = _field(self._json_body(), "startingPoint", str, required=False) or DEFAULT_BRANCH
         self.server.store.create_ref(repo_type, repo_id, kind, name, start)
         self._json({})
 
     def _create_tag(self, repo_type: str, repo_id: str, revision: str):
-        body = self._json_body()
         self._writable(repo_type, repo_id)
-        if not body.get("tag"):
-            raise HttpError(400, "missing tag name")
-        self.server.store.create_ref(repo_type, repo_id, "tags", body["tag"], revision)
+        tag = _field(self._json_body(), "tag", str)
+        self.server.store.create_ref(repo_type, repo_id, "tags", tag, revision)
         self._json({})
 
     def _delete_ref(self, repo_type: str, repo_id: str, kind: str, name: str):
@@ -646,8 +776,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _space_variable(self, repo_id: str, delete: bool):
         body = self._json_body()
-        if not body.get("key"):
-            raise HttpError(400, "missing variable key")
+        _field(body, "key", str)
 
         def change(meta):
             if delete:
@@ -659,10 +788,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(self._update_space(repo_id, change)["variables"])
 
     def _space_secret(self, repo_id: str, delete: bool):
-        body = self._json_body()
-        key = body.get("key")
-        if not key:
-            raise HttpError(400, "missing secret key")
+        key = _field(self._json_body(), "key", str)
 
         def change(meta):  # only the name is kept: the value is never written to disk
             names = set(meta.get("secrets", []))
@@ -674,8 +800,8 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _space_hardware(self, repo_id: str):
         body = self._json_body()
-        if not body.get("flavor"):
-            raise HttpError(400, "missing hardware flavor")
+        _field(body, "flavor", str)
+        _field(body, "sleepTimeSeconds", int, required=False)
 
         def change(meta):
             meta["hardware"] = {"current": body["flavor"], "requested": body["flavor"]}
@@ -685,8 +811,8 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(self._runtime(repo_id, self._update_space(repo_id, change)))
 
     def _space_sleeptime(self, repo_id: str):
-        body = self._json_body()
-        meta = self._update_space(repo_id, lambda m: m.update(gcTimeout=body.get("seconds")))
+        seconds = _field(self._json_body(), "seconds", int, required=False)
+        meta = self._update_space(repo_id, lambda m: m.update(gcTimeout=seconds))
         self._json(self._runtime(repo_id, meta))
 
     def _runtime(self, repo_id: str, meta: dict) -> dict:
@@ -698,14 +824,84 @@ class HubHandler(BaseHTTPRequestHandler):
                 "variables": meta.get("variables", {}), "secrets": meta.get("secrets", [])}
 
 
-_FRONT_MATTER = re.compile(r"^\s*---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", re.S)
+_JSON_KINDS = {str: "a string", int: "a number", list: "an array", dict: "of type object"}
 
 
-def _front_matter(card: str) -> dict | None:
-    """The YAML metadata block of a card (README.md); raises yaml.YAMLError when it is invalid."""
-    match = _FRONT_MATTER.match(card)
-    data = yaml.safe_load(match.group(1)) if match else None
-    return data if isinstance(data, dict) else None
+def _json_kind(value) -> str:
+    """How an error message names the JSON type of `value`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _field(obj: dict, key: str, kind: type, required: bool = True):
+    """`obj[key]` checked to be a `kind` (None when absent and not required); 400 in the Hub's words."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise HttpError(400, f'"{key}" is required')
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HttpError(400, f'"{key}" must be {_JSON_KINDS[kind]}, not {_json_kind(value)}')
+    if kind is str and required and not value:
+        raise HttpError(400, f'"{key}" is not allowed to be empty')
+    return value
+
+
+def _repo_path(value: dict, where: str, folder: bool = False) -> str:
+    """A file path from a request, refused (400) where the Hub refuses it; a folder may end with `/`."""
+    path = value.get("path")
+    if not isinstance(path, str):
+        raise HttpError(400, f'"{where}" must be a string, not {_json_kind(path)}')
+    path = path.rstrip("/") if folder else path
+    if problem := repo_path_problem(path):
+        raise HttpError(400, problem)
+    return path
+
+
+def _base64(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HttpError(400, f'"{where}" must be base64')
+
+
+def _commit_lines(raw: bytes) -> tuple[dict, list[dict]]:
+    """The header and operations of an NDJSON commit body; 400 for any line that is not one."""
+    header, operations = {}, []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise HttpError(400, f"commit line {number} is not valid JSON")
+        if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
+            raise HttpError(400, f'commit line {number} must be an object with "key" and an object "value"')
+        key, value = item.get("key"), item["value"]
+        where = f"line {number} value.path"
+        if key == "header":
+            header = value
+        elif key == "file":
+            content = _field(value, "content", str, required=False) or ""
+            operations.append({"op": "add", "path": _repo_path(value, where),
+                               "data": _base64(content, f"line {number} value.content")})
+        elif key == "lfsFile":
+            oid = _field(value, "oid", str)
+            if not valid_sha256(oid):
+                raise HttpError(400, f"line {number}: LFS oid must be a sha256 hex digest")
+            size = _field(value, "size", int, required=False)  # absent in a copy
+            operations.append({"op": "lfs", "path": _repo_path(value, where), "oid": oid, "size": size})
+        elif key in ("deletedFile", "deletedFolder"):
+            op = "delete" if key == "deletedFile" else "delete_folder"
+            operations.append({"op": op, "path": _repo_path(value, where, folder=key == "deletedFolder")})
+        else:
+            raise HttpError(400, f"unknown commit line key {str(key)[:80]!r}")
+    return header, operations
 
 
 def _file_entry(path: str, entry: dict) -> dict:
@@ -740,18 +936,3 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     return (start, end) if start <= end and start < size else None
-
-
-def _markdown_html(data: bytes) -> str:
-    """Card body as HTML (front matter shown as code); plain text when `markdown` is missing."""
-    text = data.decode("utf-8", errors="replace")
-    match = _FRONT_MATTER.match(text)
-    head = f"<pre>{html.escape(match.group(1))}</pre>" if match else ""
-    text = text[match.end():] if match else text
-    try:
-        import markdown
-    except ImportError:
-        return head + f"<pre>{html.escape(text)}</pre>"
-    # Raw HTML in a card stays text (`<` escaped); `>` is left alone, it starts Markdown quotes.
-    inert = text.replace("&", "&amp;").replace("<", "&lt;")
-    return head + markdown.markdown(inert, extensions=["tables", "fenced_code"])

@@ -31,6 +31,16 @@ GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n*.safetensors f
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REF_RE = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}(?<!/)$")
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHORT_SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
+MAX_PATH_LENGTH = 1000
+# Folders the Hub refuses to write into (huggingface_hub's FORBIDDEN_FOLDERS, git's own folder).
+FORBIDDEN_SEGMENTS = (".git", ".cache")
+
+try:  # the client's own definition of a regular file's id, so both sides agree by construction
+    from huggingface_hub.utils.sha import git_hash as git_blob_sha1
+except ImportError:  # older huggingface_hub
+    def git_blob_sha1(data: bytes) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def valid_repo_id(repo_id: str) -> bool:
@@ -42,6 +52,28 @@ def valid_sha256(oid: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{64}", oid))
 
 
+def repo_path_problem(path) -> str | None:
+    """Why the Hub would refuse `path` as a file path in a commit; None when it is fine."""
+    if not isinstance(path, str) or not path:
+        return "a file path must be a non-empty string"
+    segments = path.split("/")
+    if path.startswith("/"):
+        problem = "is absolute"
+    elif len(path) > MAX_PATH_LENGTH:
+        problem = f"is longer than {MAX_PATH_LENGTH} characters"
+    elif re.search(r"[\x00-\x1f\x7f\\]", path):
+        problem = "contains a control character or a backslash"
+    elif "" in segments:
+        problem = "has an empty segment"
+    elif any(part in (".", "..") for part in segments):
+        problem = "has a '.' or '..' segment"
+    elif any(part in FORBIDDEN_SEGMENTS for part in segments):
+        problem = f"is inside a {'/'.join(FORBIDDEN_SEGMENTS)} folder"
+    else:
+        return None
+    return f"Invalid path {path[:200]!r}: it {problem}"
+
+
 class StoreError(Exception):
     """A request the store refuses; `code` becomes the X-Error-Code header."""
 
@@ -49,10 +81,6 @@ class StoreError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
@@ -80,6 +108,9 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # sha256 -> the file's (inode, size, mtime, ctime) when its content last hashed right:
+        # a blob is re-hashed only after it changed on disk
+        self._verified: dict[str, tuple[int, int, int, int]] = {}
 
     # ---- repos -------------------------------------------------------------------------
     def repo_dir(self, repo_type: str, repo_id: str) -> Path:
@@ -134,17 +165,21 @@ class Store:
             commit_id = refs["branches"].get(revision[len("refs/heads/"):])
         if commit_id is None and revision.startswith("refs/tags/"):
             commit_id = refs["tags"].get(revision[len("refs/tags/"):])
-        if commit_id is None and _SHA1_RE.match(revision) and (self.commits / f"{revision}.json").exists():
-            commit_id = revision  # commits are global objects; check it belongs to this repo's history
-            if not self._reachable(refs, commit_id):
-                commit_id = None
+        if commit_id is None and _SHORT_SHA_RE.match(revision):
+            commit_id = self._commit_by_prefix(refs, revision)
         if commit_id is None:
             raise StoreError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return Resolved(commit_id, self.commit(commit_id))
 
-    def _reachable(self, refs: dict, target: str) -> bool:
+    def _commit_by_prefix(self, refs: dict, prefix: str) -> str | None:
+        """The one commit of this repo's history whose id starts with `prefix` (7 to 40 hex digits).
+
+        Commits are global objects, so only those reachable from this repo's refs count; an
+        ambiguous prefix resolves to nothing, as in git.
+        """
         heads = list(refs["branches"].values()) + list(refs["tags"].values())
-        return any(target == c for head in heads for c, _ in self.history(head))
+        matches = {c for head in heads for c, _ in self.history(head) if c.startswith(prefix)}
+        return matches.pop() if len(matches) == 1 else None
 
     def create_ref(self, repo_type: str, repo_id: str, kind: str, name: str, start: str) -> None:
         """Create branch or tag `name` (kind "branches" or "tags") at revision `start`."""
@@ -169,23 +204,51 @@ class Store:
         return self.blobs / sha256
 
     def has_blob(self, sha256: str) -> bool:
-        return valid_sha256(sha256) and self.blob_path(sha256).exists()
+        """True when the blob is stored and its bytes still hash to its name."""
+        return valid_sha256(sha256) and self.blob_path(sha256).exists() and self.blob_intact(sha256)
+
+    def blob_size(self, sha256: str) -> int:
+        return self.blob_path(sha256).stat().st_size
+
+    def blob_intact(self, sha256: str) -> bool:
+        """Whether the stored bytes of `sha256` still hash to it (re-hashed only when the file changed)."""
+        path = self.blob_path(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._verified.get(sha256) == stamp:
+            return True
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            self._verified.pop(sha256, None)
+            return False
+        self._verified[sha256] = stamp
+        return True
 
     def put_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        if not self.blob_path(sha).exists():
+        if not self.has_blob(sha):  # absent, or damaged on disk: this upload repairs it
             write_bytes_atomic(self.blob_path(sha), data)
         return sha
 
-    def put_blob_stream(self, chunks: Iterator[bytes], expected_sha256: str) -> None:
-        """Store an uploaded blob; refuse it unless its content hashes to `expected_sha256`."""
-        digest = hashlib.sha256()
+    def put_blob_stream(self, chunks: Iterator[bytes], expected_sha256: str, expected_size: int) -> None:
+        """Store an uploaded blob; refuse it unless it has `expected_size` bytes hashing to `expected_sha256`."""
+        digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=self.blobs)
         try:
             with os.fdopen(fd, "wb") as fh:
                 for chunk in chunks:
                     digest.update(chunk)
+                    size += len(chunk)
                     fh.write(chunk)
+            if size != expected_size:
+                raise StoreError(400, f"LFS object {expected_sha256} was declared as {expected_size} bytes, "
+                                      f"{size} were uploaded")
             if digest.hexdigest() != expected_sha256:
                 raise StoreError(400, f"content does not match oid {expected_sha256}")
             os.replace(tmp, self.blob_path(expected_sha256))
@@ -221,9 +284,13 @@ class Store:
                      title: str, message: str, author: str, parent: str | None) -> str:
         """Apply add/lfs/delete operations to `branch` as one commit; return its id.
 
-        Operations: {"op": "add", "path", "data"}, {"op": "lfs", "path", "oid", "size"},
-        {"op": "delete", "path"}, {"op": "delete_folder", "path"}.
+        Operations: {"op": "add", "path", "data"}, {"op": "lfs", "path", "oid", "size"} (size None
+        for a copy, which names the object by its oid only), {"op": "delete", "path"},
+        {"op": "delete_folder", "path"}. A file path the Hub would refuse is refused (400).
         """
+        for op in operations:
+            if problem := repo_path_problem(op["path"]):
+                raise StoreError(400, problem)
         with self.lock(repo_type, repo_id):
             refs = self.refs(repo_type, repo_id)
             head = refs["branches"].get(branch)
@@ -240,13 +307,17 @@ class Store:
             return commit_id
 
     def _apply(self, tree: dict, op: dict) -> None:
-        path = op["path"].strip("/")
+        path = op["path"]
         if op["op"] == "add":
             tree[path] = self._blob_entry(self.put_blob(op["data"]), op["data"], lfs=False)
         elif op["op"] == "lfs":
             if not self.has_blob(op["oid"]):
                 raise StoreError(422, f"LFS object {op['oid']} for {path} was never uploaded")
-            tree[path] = self._blob_entry(op["oid"], lfs_pointer(op["oid"], op["size"]), lfs=True, size=op["size"])
+            size = self.blob_size(op["oid"])
+            if op.get("size") is not None and op["size"] != size:
+                raise StoreError(400, f"LFS object {op['oid']} for {path} has {size} bytes, "
+                                      f"the commit declares {op['size']}")
+            tree[path] = self._blob_entry(op["oid"], lfs_pointer(op["oid"], size), lfs=True, size=size)
         elif op["op"] == "delete":
             if tree.pop(path, None) is None:
                 raise StoreError(404, f"{path} does not exist", "EntryNotFound")

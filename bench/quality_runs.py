@@ -1,0 +1,136 @@
+"""Shared driver of the quality benchmarks: the project's own CLIs on real weights and real data.
+
+`prepare`, `train` and `evaluate` run as `python -m training ...` subprocesses, exactly as a user runs
+them, with `--set` overrides only. A run is named (`--set name=...`), so every variant lives in one
+runs folder and one evaluation compares them all, each paired against the base. Several trainings can
+share one GPU (`concurrency`); each records the training seconds at which every validation loss was
+reached (metrics.json, `train_seconds`), which is what time-to-quality is read from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared" / "data"
+FLASHCARDS = SHARED / "flashcards" / "medical_flashcards_test_3396.json"
+MEDQA = SHARED / "eval" / "medqa_usmle_4options_test.jsonl"
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    experiment: str  # configs/experiments/<experiment>.yaml
+    settings: dict = field(default_factory=dict)
+
+
+def cli(args: list[str], log: Path, env: dict | None = None) -> float:
+    """Run `python -m <args>` from the repo root, output to `log`; wall seconds. Fails loudly."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, **(env or {})}).returncode
+    if code:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"`python -m {' '.join(args)}` exited {code}; log {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def sets(settings: dict) -> list[str]:
+    out = []
+    for key, value in settings.items():
+        out += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return out
+
+
+def prepare(work: Path, base: Path, flashcards: Path, max_examples, logs: Path) -> Path:
+    data = work / "data"
+    if not (data / "data_report.json").exists():
+        cli(["training", "prepare", "--config", "configs/data.yaml", *sets({
+            "source": str(flashcards), "revision": None, "tokenizer": str(base), "tokenizer_revision": None,
+            "max_examples": max_examples, "output_dir": str(data)})], logs / "prepare.log")
+    return data
+
+
+def train(runs: list[Run], base: Path, data: Path, work: Path, logs: Path, concurrency: int = 1,
+          common: dict | None = None) -> dict[str, float]:
+    """Train every run (up to `concurrency` at once, in list order); wall seconds per run."""
+    def one(run: Run) -> tuple[str, float]:
+        settings = {"name": run.name, "base_model": str(base), "base_revision": None, "data_dir": str(data),
+                    "runs_dir": str(work / "runs"), **(common or {}), **run.settings}
+        print(f"train {run.name} ({run.experiment}) {run.settings}", flush=True)
+        seconds = cli(["training", "train", "--experiment", run.experiment, *sets(settings)],
+                      logs / f"train-{run.name}.log", env={"OMP_NUM_THREADS": "2"})
+        print(f"trained {run.name} in {seconds:.0f} s", flush=True)
+        return run.name, seconds
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return dict(pool.map(one, runs))
+
+
+def evaluate(names: list[str], base: Path, data: Path, work: Path, logs: Path, medqa: Path | None,
+             extra: list[str] = ()) -> dict:
+    cli(["training", "evaluate", "--data-dir", str(data), "--runs-dir", str(work / "runs"),
+         "--output-dir", str(work / "eval"), "--models", ",".join(["base", *names]),
+         "--medqa", str(medqa) if medqa else "none", "--set", f"base_model={base}", *extra],
+        logs / f"evaluate-{'-'.join(names) or 'base'}.log")
+    return json.loads((work / "eval" / "comparison.json").read_text())
+
+
+def run_metrics(work: Path, name: str) -> dict:
+    return json.loads((work / "runs" / name / "metrics.json").read_text())
+
+
+def time_to_loss(metrics: dict, target: float) -> float | None:
+    """Training seconds (validation excluded) at the first validation loss at or below `target`."""
+    for entry in metrics["eval_loss"]:
+        if entry["loss"] <= target and entry.get("train_seconds") is not None:
+            return entry["train_seconds"]
+    return None
+
+
+def per_example(work: Path, name: str, score: str = "rougeL") -> dict[str, float]:
+    rows = [json.loads(line) for line in (work / "eval" / name / "predictions.jsonl").read_text().splitlines()]
+    return {row["id"]: row["scores"][score] for row in rows}
+
+
+def paired_difference(work: Path, model: str, against: str, score: str = "rougeL", resamples: int = 2000,
+                      seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+    """Mean per-example difference model - against over the same test questions, with a BCa interval
+    (the project's own: training.metrics)."""
+    from training.metrics import bca_interval
+
+    a, b = per_example(work, model, score), per_example(work, against, score)
+    ids = sorted(set(a) & set(b))
+    diffs = np.array([a[i] - b[i] for i in ids])
+    rng = np.random.default_rng(seed)
+    resampled = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(axis=1)
+    jackknife = (diffs.sum() - diffs) / (len(diffs) - 1)
+    low, high = bca_interval(float(diffs.mean()), resampled, jackknife, confidence)
+    return {"diff": round(float(diffs.mean()), 5), "ci_low": round(float(low), 5), "ci_high": round(float(high), 5),
+            "n": len(ids)}
+
+
+def summary_block(comparison: dict, work: Path, adapter: str) -> dict:
+    """The issue's `summary`: base vs one adapter, with the paired ROUGE-L interval."""
+    def pick(name: str) -> dict:
+        metrics = comparison["models"][name]
+        loss = None if name == "base" else run_metrics(work, name)["final_eval_loss"]
+        if name == "base":
+            first = next(iter(json.loads(p.read_text())["initial_eval_loss"]
+                              for p in sorted((work / "runs").glob("*/metrics.json"))), None)
+            loss = first  # the untrained adapter's validation loss is the base's
+        return {"eval_loss": loss, **{m: metrics[m]["value"] for m in ("rougeL", "bleu", "perplexity")
+                                      if m in metrics}}
+
+    return {"base": pick("base"), "adapter": {"name": adapter, **pick(adapter)},
+            "paired_rougeL": paired_difference(work, adapter, "base")}
