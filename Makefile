@@ -12,7 +12,7 @@ HUB_DIR ?= hub-data
 HUB_PORT ?= 8089
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval push push-check space serve tiny-base real-base demo test bench clean
+.PHONY: help setup data train eval push push-check space serve tiny-base real-base demo test test-fast bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ demo: setup ## the whole product offline: data, train, eval, local Hub, push, Sp
 
 test: setup ## run the test suite
 	$(PY) -m pytest
+
+test-fast: setup ## the tests that neither train, generate nor drive a browser (a quick check while editing)
+	$(PY) -m pytest -m "not slow and not browser"
 
 bench: setup ## CPU benchmarks, results in bench/results/ (GPU ones: see bench/README.md)
 	$(PY) bench/bench_prepare.py

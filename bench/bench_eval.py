@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.common import environment, load_flashcards  # noqa: E402
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 
 SHARED_FLASHCARDS = REPO_ROOT.parent / "shared" / "data" / "flashcards" / "medical_flashcards_test_3396.json"
 TARGET_S = 60.0

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from bench.common import (  # noqa: E402
     environment, load_flashcards, peak_memory_gb, random_base_model, synchronize,
 )
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 
@@ -61,10 +61,11 @@ def main(argv=None) -> int:
     from training.chat import format_prompt, load_tokenizer
     from training.config import DEFAULT_SYSTEM_PROMPT
     from training.generation import load_model
+    from training.hardware import auto_precision
 
     tokenizer = load_tokenizer(args.tokenizer)
     base_dir, adapter_dir = prepare_models(args, tokenizer)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = auto_precision() if device.type == "cuda" else "fp32"
     model, tokenizer = load_model(str(base_dir), None, adapter_dir, precision=precision)
     rows = load_flashcards(args.flashcards)[-args.prompts:]  # the file's tail, as a stand-in test split
     prompts = [format_prompt(tokenizer, DEFAULT_SYSTEM_PROMPT, r["question"]) for r in rows]

@@ -21,9 +21,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from common.atomic import write_json_atomic  # noqa: E402
 from training.config import DataConfig  # noqa: E402
 from training.prepare import prepare  # noqa: E402
-from training.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
 
 TARGET_S = 10.0

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.quality_runs import FLASHCARDS, MEDQA, Run, evaluate, prepare, run_metrics, summary_block, train  # noqa: E402
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions, sha256_file  # noqa: E402
 
 SETTINGS = {

@@ -20,6 +20,7 @@ import math
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +33,11 @@ from bench.common import (  # noqa: E402
     TINYLLAMA_MATMUL_PARAMS, environment, loss_and_grad_norm, matmul_tflops, peak_memory_gb, process_device,
     random_base_model, synchronize,
 )
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 
-ADAPTER_CASTS = "adapter_input_casts"  # a bench-only setting: undo train.skip_adapter_input_casts
+ADAPTER_CASTS = "adapter_input_casts"  # a bench-only setting: train without train.adapter_input_casts_skipped
 
 # name -> experiment settings over exp1's (configs/experiments/exp1.yaml). "default" is exp1 as shipped:
 # QLoRA when bitsandbytes is installed, packed batches sized from GPU memory, Liger when installed.
@@ -82,7 +83,6 @@ def main(argv=None) -> int:
     if rank == 0:
         prepare_inputs(args, base_dir, data_dir)
     if world > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         torch.distributed.barrier()
     peak = matmul_tflops(device)
     results = {"environment": environment(), "world_size": world, "matmul_tflops_bf16": peak,
@@ -120,8 +120,9 @@ def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
 
 def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict:
     from training.config import ExperimentConfig, dump, load_experiment, validate
+    from training.hardware import plan_hardware
     from training.train import (
-        batching_summary, build_model, build_trainer, load_splits, load_tokenizer, plan_hardware,
+        adapter_input_casts_skipped, batching_summary, build_model, build_trainer, load_splits, load_tokenizer,
     )
 
     settings = {"base_model": str(base_dir), "base_revision": None, "data_dir": str(data_dir),
@@ -137,14 +138,12 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
     profile_to = args.out.with_name(f"profile_{name}.txt") if name in args.profile else None
     timer = StepTimer(args.warmup, args.steps, device, profile_to)
     trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=False, callbacks=[timer])
-    if VARIANTS[name].get(ADAPTER_CASTS):
-        for module in model.modules():
-            if hasattr(module, "cast_input_dtype_enabled"):
-                module.cast_input_dtype_enabled = True
+    casts_skipped = nullcontext() if VARIANTS[name].get(ADAPTER_CASTS) else adapter_input_casts_skipped(model, hardware)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
-    trainer.train()
+    with casts_skipped:
+        trainer.train()
     losses = [round(e["loss"], 4) for e in trainer.state.log_history if "loss" in e]
     outcome = {
         "settings": VARIANTS[name], "batching": batching_summary(config, hardware, trainer),

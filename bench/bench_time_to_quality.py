@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.quality_runs import (  # noqa: E402
     FLASHCARDS, MEDQA, Run, evaluate, paired_difference, prepare, run_metrics, time_to_loss, train,
 )
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
 
 REFERENCE = Run("reference", "exp1", {"batch_tokens": None})

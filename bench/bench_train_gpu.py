@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import sys
 import time
@@ -36,7 +35,7 @@ from bench.common import (  # noqa: E402
     TINYLLAMA_MATMUL_PARAMS, environment, load_flashcards, loss_and_grad_norm, matmul_tflops, peak_memory_gb,
     process_device, random_base_model, synchronize, to_device, tokenize_examples,
 )
-from training.atomic import write_json_atomic  # noqa: E402
+from common.atomic import write_json_atomic  # noqa: E402
 from training.packing import enable_padding_free, padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -78,8 +77,6 @@ def main(argv=None) -> int:
     rank, world, device = process_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     from training.chat import load_tokenizer
     from training.config import DEFAULT_SYSTEM_PROMPT
@@ -183,13 +180,13 @@ def run_recipe(name, recipe, base_dir, examples, pad_id, device, args, rank, wor
 def build(recipe, base_dir, device):
     """The project's model builder, then the recipe's attention path."""
     from training.config import ExperimentConfig
-    from training.train import Hardware, build_model
+    from training.hardware import Hardware, auto_precision, world_size
+    from training.train import build_model
 
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = auto_precision() if device.type == "cuda" else "fp32"
     config = ExperimentConfig(name="bench", base_model=str(base_dir), quantization=recipe["quantization"],
                               precision=precision, gradient_checkpointing=recipe["gradient_checkpointing"])
-    hardware = Hardware(device.type, recipe["quantization"] == "nf4", precision,
-                        int(os.environ.get("WORLD_SIZE", "1")))
+    hardware = Hardware(device.type, recipe["quantization"] == "nf4", precision, world_size())
     model = build_model(config, hardware)
     if recipe["quantization"] != "nf4":
         model.to(device)

@@ -25,9 +25,13 @@ TINY_OVERRIDES = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2
 
 
 def process_device(name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) of this process: one GPU a process under `accelerate launch`/torchrun."""
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(name, int(os.environ.get("LOCAL_RANK", "0"))) if name == "cuda" else torch.device(name)
+    """(rank, world size, device) of this process: one GPU a process under `accelerate launch`/torchrun.
+    accelerate's process state (training.hardware) also joins the process group (nccl, or gloo on CPU)."""
+    from training.hardware import process_state
+
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
+    device = torch.device(name, state.local_process_index) if name == "cuda" else torch.device(name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return rank, world, device

@@ -31,7 +31,7 @@ case ${PART:?} in
   cp .gpu-carry/p3/* $S/gguf/
   cat $S/gguf/gguf.part0* > $S/SmolLM2-135M-Instruct.Q4_1.gguf && rm $S/gguf/gguf.part0*
   # A snapshot of the tree: later calls re-copy the working tree, and the benchmarks must not change under themselves.
-  rm -rf /tmp/repo && mkdir -p /tmp/repo && cp -r training hub space configs bench /tmp/repo/
+  rm -rf /tmp/repo && mkdir -p /tmp/repo && cp -r common training hub space configs bench /tmp/repo/
   cd /tmp/repo
   python3 -m training build-real-base --gguf $S/SmolLM2-135M-Instruct.Q4_1.gguf --output $S/real-base || exit 1
   D=$S/data

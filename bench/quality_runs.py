@@ -79,9 +79,9 @@ def train(runs: list[Run], base: Path, data: Path, work: Path, logs: Path, concu
 
 def evaluate(names: list[str], base: Path, data: Path, work: Path, logs: Path, medqa: Path | None,
              extra: list[str] = ()) -> dict:
-    cli(["training", "evaluate", "--data-dir", str(data), "--runs-dir", str(work / "runs"),
-         "--output-dir", str(work / "eval"), "--models", ",".join(["base", *names]),
-         "--medqa", str(medqa) if medqa else "none", "--set", f"base_model={base}", *extra],
+    settings = [f"data_dir={data}", f"runs_dir={work / 'runs'}", f"output_dir={work / 'eval'}",
+                f"models={','.join(['base', *names])}", f"medqa={medqa if medqa else 'null'}", f"base_model={base}"]
+    cli(["training", "evaluate", *[arg for setting in settings for arg in ("--set", setting)], *extra],
         logs / f"evaluate-{'-'.join(names) or 'base'}.log")
     return json.loads((work / "eval" / "comparison.json").read_text())
 

@@ -7,9 +7,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from common.errors import DataError
 from hub.config import HubConfig
 from training.config import ExperimentConfig, read_yaml, validate
-from training.errors import DataError
 from training.prepare import REPORT_FILE
 
 PREDICTIONS_SAMPLE_LINES = 20
@@ -19,7 +19,7 @@ PREDICTIONS_SAMPLE_LINES = 20
 class Experiment:
     name: str
     run_dir: Path
-    config: dict[str, Any]  # runs/<exp>/config.yaml
+    config: ExperimentConfig  # runs/<exp>/config.yaml, validated again
     train_metrics: dict[str, Any]  # runs/<exp>/metrics.json
     provenance: dict[str, Any]  # runs/<exp>/provenance.json
     eval_dir: Path  # eval/<exp>/ (may be absent)
@@ -36,7 +36,7 @@ class Experiment:
     @property
     def base_model(self) -> tuple[str, str | None]:
         base = self.provenance.get("base_model") or {}
-        return base.get("id") or self.config["base_model"], base.get("revision", self.config.get("base_revision"))
+        return base.get("id") or self.config.base_model, base.get("revision", self.config.base_revision)
 
     def predictions_sample(self) -> str | None:
         path = self.eval_dir / "predictions.jsonl"
@@ -108,8 +108,7 @@ def load_experiment(run_dir: Path, eval_dir: Path) -> Experiment:
     if not config_path.is_file():
         raise DataError(f"{config_path}: missing (the run is incomplete; train it again)")
     # Cards and the Space read it; a hand-edited one must still be a valid experiment (one line if not).
-    config = read_yaml(config_path)
-    validate(ExperimentConfig, config, str(config_path))
+    config = validate(ExperimentConfig, read_yaml(config_path), str(config_path))
     return Experiment(
         name=run_dir.name,
         run_dir=run_dir,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from training.errors import HubError
-from training.hub_errors import hub_errors, where
+from common.errors import HubError
+from common.hub_errors import hub_errors, where
 
 if TYPE_CHECKING:
     from hub.config import HubConfig

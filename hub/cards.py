@@ -5,13 +5,15 @@ pushes), so pushing the same artifacts twice renders the same bytes and makes no
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.errors import HubError
+from common.hub_ids import is_hub_id
 from hub.artifacts import Experiment, Inputs
 from training.config import MEDQA_ID
-from training.errors import HubError
 
 TEMPLATES = Path(__file__).parent / "templates"
 HUB_URL = "https://huggingface.co"
@@ -35,11 +37,6 @@ METRICS = (
     ("medqa_harness_acc_norm", "MedQA acc_norm (lm-eval-harness)", "acc_norm", "{:.4f}"),
 )
 MEDQA_KEYS = ("medqa_accuracy", "medqa_harness_acc", "medqa_harness_acc_norm")
-HYPERPARAMETERS = (
-    "learning_rate", "epochs", "max_steps", "per_device_batch_size", "effective_batch_size",
-    "warmup_fraction", "weight_decay", "lr_scheduler", "max_seq_length", "lora.r", "lora.alpha",
-    "lora.dropout", "lora.target_modules", "quantization", "precision", "gradient_checkpointing", "seed",
-)
 
 
 @dataclass(frozen=True)
@@ -190,11 +187,17 @@ def metric_args(key: str, settings: dict[str, str], metrics: dict[str, Any]) -> 
     return {"n": n}
 
 
-def dotted(config: dict[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+def hyperparameter_rows(config) -> list[tuple[str, str, str]]:
+    """(setting, value, what it means) for every ExperimentConfig field, from the config model itself."""
+    from training.config import field_rows
+
+    def cell(text: str) -> str:  # one Markdown table cell
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    def shown(value) -> str:
+        return str(value) if isinstance(value, (str, Path)) else json.dumps(value)
+
+    return [(name, cell(shown(value)), cell(description)) for name, value, description in field_rows(config)]
 
 
 def training_summary(exp: Experiment) -> list[tuple[str, str]]:
@@ -218,10 +221,13 @@ def batching_text(batching: dict | None) -> str | None:
         return None
     devices = f"{batching['processes']} process{'es' if batching['processes'] > 1 else ''}"
     if batching["mode"] == "packed":
+        rate = (f"; learning rate {batching['learning_rate']:.3g}, the experiment's scaled {batching['lr_scaling']} "
+                f"with the step's examples (the size and rule that reached the notebook recipe's validation loss "
+                f"fastest)") if "lr_scaling" in batching else ""
         return (f"packed: whole examples in rows of {batching['row_tokens']} tokens, up to "
                 f"{batching['tokens_per_step']:,} tokens per optimizer step (about "
                 f"{batching['mean_examples_per_step']:g} examples; {batching['rows_per_device']} rows per device, "
-                f"{devices})")
+                f"{devices}){rate}")
     return (f"{batching['sequences_per_step']} sequences per optimizer step ({batching['per_device_batch_size']} "
             f"per device x {batching['gradient_accumulation_steps']} accumulation, {devices})")
 
@@ -249,17 +255,10 @@ def provenance_rows(exp: Experiment, inputs: Inputs, where: Where) -> list[tuple
     ]
 
 
-def is_hub_id(name: str) -> bool:
-    """A Hub id (`owner/name`), not a local folder: only those belong in `base_model` metadata."""
-    return name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
-
-
 def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, is_main: bool,
                  load_revision: str, plots: list[str]):
     """The card of one experiment's branch, or (is_main) of `main` comparing all experiments."""
     from huggingface_hub import ModelCard, ModelCardData
-
-    from training.config import GenerationConfig
 
     base_id, base_rev = where.base_model(exp)
     sources = [s["id"] for s in inputs.report.get("sources", []) if s.get("type") == "hub"]
@@ -278,7 +277,7 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
     compared = inputs.experiments if is_main else [exp]
     labels, table = metrics_table(inputs, compared)
     paired_labels, paired = paired_table(compared)
-    generation = {**GenerationConfig().model_dump(), **(exp.config.get("generation") or {})}
+    generation = exp.config.generation.model_dump()
     revision_note = (
         f"`main` moves with every promotion; the revision above is the verified commit of branch "
         f"`{where.branch_prefix}{exp.name}` whose adapter files `main` carries."
@@ -293,7 +292,7 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         is_main=is_main,
         experiment=exp.name,
         experiments=[e.name for e in inputs.experiments],
-        description=exp.config.get("description") or "",
+        description=exp.config.description,
         branch=branch,
         branch_prefix=where.branch_prefix,
         adapter_repo=where.adapter_repo,
@@ -314,7 +313,7 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         notes=evaluation_notes(exp, inputs),
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
         training=training_summary(exp),
-        hyperparameters=[(k, v) for k in HYPERPARAMETERS if (v := dotted(exp.config, k)) is not None],
+        hyperparameters=hyperparameter_rows(exp.config),
         provenance=provenance_rows(exp, inputs, where),
     )
     check_card(card, ModelCard)

@@ -1,7 +1,7 @@
 """`python -m hub <command>`: publish to the Hub, deploy the Space, or serve the local Hub stand-in."""
 from __future__ import annotations
 
-from training import cli
+from common import cli
 
 COMMANDS = {
     "serve": ("hub.server", "run the local, offline stand-in for the Hugging Face Hub API"),
@@ -12,4 +12,4 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(argv, prog="python -m hub", commands=COMMANDS)
+    return cli.main(argv, prog="python -m hub", description=__doc__.splitlines()[0], commands=COMMANDS)

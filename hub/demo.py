@@ -20,9 +20,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.errors import EnvironmentProblem
+from common.hub_errors import hub_errors
 from training.config import REPO_ROOT
-from training.errors import EnvironmentProblem
-from training.hub_errors import hub_errors
 
 DEMO_CONFIG_DIR = REPO_ROOT / "configs" / "demo"
 WORKDIR = REPO_ROOT / "artifacts" / "demo"

@@ -15,15 +15,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.atomic import OWNER_MARKER, replace_dir, write_json_atomic
+from common.cli import DISK_ERRNOS
+from common.errors import ConfigError, EnvironmentProblem, HubError
+from common.hub_errors import hub_errors, retry_commit_conflicts
 from hub.artifacts import Experiment, Inputs, load_inputs
 from hub.auth import current_token, preflight_config
 from hub.cards import Where, adapter_card, dataset_card
 from hub.config import HubConfig, load_hub_config
 from hub.verify import verify_revision
-from training.cli import DISK_ERRNOS
-from training.errors import ConfigError, EnvironmentProblem, HubError
-from training.atomic import OWNER_MARKER, replace_dir, write_json_atomic
-from training.hub_errors import hub_errors, retry_commit_conflicts
 
 TAG_PATTERN = re.compile(r"^best-(\d+)$")
 ADAPTER_REPO_IGNORE = ["__pycache__", "*.pyc", ".DS_Store", OWNER_MARKER]  # the marker is local bookkeeping
@@ -272,7 +272,7 @@ class Publisher:
 
     def commit_dataset(self, repo: str):
         from datasets import DatasetDict
-        from huggingface_hub import CommitOperationAdd, DatasetCard, hf_hub_download
+        from huggingface_hub import DatasetCard, hf_hub_download
 
         DatasetDict.load_from_disk(str(self.inputs.data_dir)).push_to_hub(
             repo, private=self.config.private, token=self.token, commit_message="Upload prepared splits"
@@ -281,11 +281,10 @@ class Publisher:
         readme = hf_hub_download(repo, "README.md", repo_type="dataset", revision=pushed, token=self.token)
         metadata = DatasetCard.load(readme).data.to_dict()
         card = dataset_card(self.inputs, where_for(self.config, repo.split("/")[0], None), metadata)
-        self.validate(card, repo)
-        return self.api.create_commit(
-            repo, [CommitOperationAdd("README.md", str(card).encode())], repo_type="dataset",
-            commit_message="Update dataset card", parent_commit=pushed,
-        )
+        self.validate(card, repo)  # push_to_hub checks it again, but a rejection there is a bare ValueError
+        # upload_file's CommitInfo (a str, the commit URL, with .oid); parent_commit: a race is a 412, retried.
+        return card.push_to_hub(repo, token=self.token, repo_type="dataset", commit_message="Update dataset card",
+                                parent_commit=pushed)
 
     def upload(self, repo: str, branch: str, folder: Path, message: str) -> str:
         """Commit `folder` as the whole branch content; returns the head (unchanged if nothing changed)."""
@@ -355,10 +354,12 @@ class Publisher:
 
 
 def same_content(remote, path: Path) -> bool:
+    from huggingface_hub.utils.sha import git_hash
+
     data = path.read_bytes()
     if remote.lfs is not None:
         return remote.lfs.sha256 == hashlib.sha256(data).hexdigest()
-    return remote.blob_id == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return remote.blob_id == git_hash(data)
 
 
 def print_summary(results: list[Pushed]) -> None:

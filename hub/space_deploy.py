@@ -13,12 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from common.errors import ConfigError, HubError
+from common.hub_errors import hub_errors
+from common.hub_ids import is_hub_id
 from hub.auth import current_token, preflight_config
 from hub.cards import published_base
 from hub.config import HubConfig, load_hub_config
 from hub.publish import ADAPTER_REPO_IGNORE, TAG_PATTERN
-from training.errors import ConfigError, HubError
-from training.hub_errors import hub_errors
 
 # Set on every deploy, beside the pinned model: gradio's usage analytics off (app.py forces it too;
 # the variable also covers anything that imports gradio before app.py runs).
@@ -85,8 +86,6 @@ def preload_entries(api, variables: dict[str, str], token: str) -> list[str]:
     """`preload_from_hub` lines, "<repo> <file1,file2,...> <commit sha>", for the adapter at its
     verified commit and the base at the commit BASE_REVISION resolves to now. A repo that is not on
     the Hub (a local base folder), private or gated is skipped: the build could not download it."""
-    from hub.cards import is_hub_id
-
     entries = []
     for repo, revision, wanted in (
         (variables["BASE_MODEL"], variables["BASE_REVISION"], lambda name: name.endswith(BASE_FILE_SUFFIXES)),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 
-from training.errors import VerificationError
-from training.hub_errors import explain, first_line, redact
+from common.errors import VerificationError
+from common.hub_errors import explain, first_line, redact
 
 QUESTION = "What is the most common cause of community-acquired pneumonia?"
 MAX_NEW_TOKENS = 8

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_TREE = ("training", "hub", "space", "configs")
+DEMO_TREE = ("common", "training", "hub", "space", "configs")
 
 
 def copy_repo(dest: Path) -> Path:

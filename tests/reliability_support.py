@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def digests(*paths: Path) -> dict[str, str]:
 def add_token(data_dir: Path, token: str, user: str, role: str = "write") -> str:
     """Register a token of our choosing (ensure_token makes random ones) in the server's tokens.json."""
     from hub.server import auth
-    from training.atomic import write_json_atomic
+    from common.atomic import write_json_atomic
 
     with auth._lock:
         tokens = auth.load_tokens(data_dir)
@@ -133,9 +134,10 @@ def build_cli_pipeline(work: Path, hub_server, tiny_base: Path, sample_flashcard
     steps = {
         "prepare": ("training", "prepare", "--config", configs / "data.yaml"),
         "train": ("training", "train", "--all", "--config-dir", configs),
-        "evaluate": ("training", "evaluate", "--config-dir", configs, "--data-dir", work / "data" / "processed",
-                     "--runs-dir", work / "runs", "--output-dir", work / "eval", "--limit", "3",
-                     "--max-new-tokens", "4", "--medqa", medqa, "--medqa-limit", "2", "--set", "bootstrap_resamples=20"),
+        "evaluate": ("training", "evaluate", "--config-dir", configs, "--set", f"data_dir={work / 'data' / 'processed'}",
+                     "--set", f"runs_dir={work / 'runs'}", "--set", f"output_dir={work / 'eval'}", "--set", "limit=3",
+                     "--set", "max_new_tokens=4", "--set", f"medqa={medqa}", "--set", "medqa_limit=2",
+                     "--set", "bootstrap_resamples=20"),
         "push": ("hub", "push", "--config-dir", configs),
         "deploy-space": ("hub", "deploy-space", "--config-dir", configs),
     }
@@ -146,6 +148,15 @@ def build_cli_pipeline(work: Path, hub_server, tiny_base: Path, sample_flashcard
             assert result.returncode == 0, f"{step} failed:\n{pipeline.outputs[step][-4000:]}"
     pipeline.outputs["hub server log"] = "\n".join(log)
     return pipeline
+
+
+def faults(hub_server, method: str, rules: list[dict] | None = None) -> dict:
+    """The local Hub server's injected faults: GET lists them, POST sets `rules`, DELETE clears them."""
+    body = json.dumps({"rules": rules}).encode() if rules is not None else None
+    request = urllib.request.Request(f"{hub_server.url}/_local/faults", data=body, method=method, headers={
+        "Authorization": f"Bearer {hub_server.write_token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import yaml
 
 from reliability_support import check_one_line_error, cli, digests, run_in_process
 from space_support import SPACE_DIR, space_importable
-from training.errors import EXIT_DATA, EXIT_HUB, EXIT_USAGE
+from common.errors import EXIT_DATA, EXIT_HUB, EXIT_USAGE
 
 GOOD = {"question": "What is the antidote for heparin overdose?", "answer": "Protamine sulfate."}
 
@@ -146,7 +146,7 @@ CONFIG_CASES = [
          "'r' is a setting, not a section"),
     Case("split-not-summing-to-one", data_yaml("{}\n", "--set", "split=[0.5, 0.5, 0.5]"), EXIT_USAGE,
          "must be three positive fractions summing to 1"),
-    Case("evaluate-limit-zero", lambda tmp, hub: ["training", "evaluate", "--config-dir", str(tmp), "--limit", "0"],
+    Case("evaluate-limit-zero", lambda tmp, hub: ["training", "evaluate", "--config-dir", str(tmp), "--set", "limit=0"],
          EXIT_USAGE, "'limit'"),
 ]
 

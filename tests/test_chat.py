@@ -17,8 +17,8 @@ from training.chat import (
     stop_token_ids,
     write_contract,
 )
+from common.errors import DataError
 from training.config import DEFAULT_SYSTEM_PROMPT, GenerationConfig
-from training.errors import DataError
 
 QUESTION = "What is the first-line treatment for anaphylaxis?"
 ANSWER = "Intramuscular epinephrine (adrenaline), 0.5 mg for adults."
@@ -101,7 +101,7 @@ def test_bad_contract_is_one_line_data_error(tmp_path, content, message):
 
 
 def test_missing_tokenizer_folder_is_a_config_error(tmp_path):
-    from training.errors import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not a local folder, and not found on the Hub"):
         load_tokenizer(tmp_path / "no" / "such" / "tokenizer")
@@ -139,7 +139,7 @@ def test_prompt_plus_completion_is_the_templated_conversation(any_real_tokenizer
 
 
 def test_template_without_a_special_end_of_turn_is_refused(real_tokenizer):
-    from training.errors import ConfigError
+    from common.errors import ConfigError
 
     tokenizer = copy.deepcopy(real_tokenizer)
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import EXIT_USAGE, ConfigError
 from training.config import DataConfig, ExperimentConfig, load_config, load_experiment
-from training.errors import EXIT_USAGE, ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = REPO_ROOT / "configs"
@@ -24,6 +24,21 @@ def test_shipped_experiments_load(path):
     config = load_experiment(str(path))
     assert config.name == path.stem
     assert config.gradient_accumulation_steps * config.per_device_batch_size == config.effective_batch_size
+
+
+@pytest.mark.parametrize("path", shipped("**/experiments/*.yaml"), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_experiments_hold_only_what_differs_from_the_defaults(path):
+    """Each setting is explained once, in training/config.py; a YAML that repeats a default hides what the
+    experiment changes (and goes stale when the default moves)."""
+    from training.config import dump, read_yaml
+
+    defaults = dump(ExperimentConfig(name=path.stem))
+    resolved = dump(load_experiment(str(path)))
+    for key, value in read_yaml(path).items():
+        for leaf in value if isinstance(value, dict) else [None]:
+            got, default = (resolved[key], defaults[key]) if leaf is None else (resolved[key][leaf], defaults[key][leaf])
+            assert got != default, f"{path.name}: {key}{'.' + leaf if leaf else ''} repeats the default"
+    assert "--set batch_tokens=null" in path.read_text(encoding="utf-8")  # the batching note
 
 
 def test_real_experiments_follow_the_plan():
@@ -114,10 +129,12 @@ def test_batch_tokens_is_checked(tmp_path, yaml_text, expected):
 
 
 def test_auto_batch_tokens_are_the_time_to_quality_choice_where_memory_allows():
-    from training.train import AUTO_BATCH_TOKENS, auto_batch_tokens
+    from training.hardware import AUTO_BATCH_TOKENS, auto_batch_tokens
 
     gib = 2**30
     assert [auto_batch_tokens(n * gib) for n in (141, 80, 40, 32, 24, 15, 2)] == [AUTO_BATCH_TOKENS] * 4 + [6144, 3072, 1024]
+    # Several GPUs share one step's tokens: the step, and so the adapter, stays the one-GPU step.
+    assert [auto_batch_tokens(141 * gib, n) for n in (1, 2, 4, 8, 16)] == [8192, 4096, 2048, 1024, 1024]
 
 
 def test_cli_reports_bad_config_in_one_line():

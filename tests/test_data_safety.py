@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from reliability_support import REPO_ROOT, check_one_line_error, digests, run_in_process
-from training.atomic import OWNER_MARKER
-from training.errors import EXIT_DATA, EXIT_ENV, EXIT_USAGE
+from common.atomic import OWNER_MARKER
+from common.errors import EXIT_DATA, EXIT_ENV, EXIT_USAGE
 from training.run_folder import RunLock, lock_path, staging_dir
 
 EXPERIMENT = "alpha"
@@ -102,7 +102,7 @@ def prepare_argv(world: World, tmp: Path, output: Path, source: Path | None = No
     config.write_text(yaml.safe_dump({
         "source": str(source or user_folder(tmp / "inputs") / "cards.jsonl"), "revision": None,
         "tokenizer": str(world.base), "tokenizer_revision": None, **settings}), encoding="utf-8")
-    return ["training", "prepare", "--config", str(config), "--output", str(output)]
+    return ["training", "prepare", "--config", str(config), "--set", f"output_dir={output}"]
 
 
 def hub_config(world: World, tmp: Path, runs: Path | None = None) -> Path:

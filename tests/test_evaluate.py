@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
+from common.errors import ConfigError, DataError
 from training import evaluate as evaluate_module
 from training import medqa
-from training.provenance import sha256_file
 from training.chat import format_example, format_prompt
 from training.cli import COMMANDS, main
-from training.errors import ConfigError, DataError
+from training.provenance import sha256_file
 
 EVALUATE_ONLY = {"evaluate": COMMANDS["evaluate"]}
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the CLI without importing the other commands
@@ -200,15 +200,15 @@ ADAPTER_MAX_NEW_TOKENS = 6  # the adapter's saved generation settings, which eva
 
 
 def _evaluate(root, *extra):
-    return main(["evaluate", "--config-dir", str(root / "no-configs"), "--data-dir", str(root / "data"),
-                 "--runs-dir", str(root / "runs"), "--output-dir", str(root / "eval"), "--medqa", str(root / "medqa.jsonl"),
-                 "--batch-size", "2", "--set", "bootstrap_resamples=200", *extra],
-                commands=EVALUATE_ONLY)
+    settings = [f"data_dir={root / 'data'}", f"runs_dir={root / 'runs'}", f"output_dir={root / 'eval'}",
+                f"medqa={root / 'medqa.jsonl'}", "batch_size=2", "bootstrap_resamples=200", *extra]
+    return main(["evaluate", "--config-dir", str(root / "no-configs"),
+                 *[arg for setting in settings for arg in ("--set", setting)]], commands=EVALUATE_ONLY)
 
 
 @pytest.mark.slow
 def test_evaluate_cli_end_to_end(workspace):
-    assert _evaluate(workspace, "--limit", "4") == 0
+    assert _evaluate(workspace, "limit=4") == 0
     out = workspace / "eval"
     base = json.loads((out / "base" / "metrics.json").read_text())
     tuned = json.loads((out / "exp1" / "metrics.json").read_text())
@@ -260,15 +260,15 @@ def test_evaluate_cli_end_to_end(workspace):
 
 @pytest.mark.slow
 def test_evaluate_rejects_unknown_models_and_missing_data(workspace, capsys):
-    assert _evaluate(workspace, "--models", "base,exp2") == 2
+    assert _evaluate(workspace, "models=base,exp2") == 2
     err = capsys.readouterr().err
     assert "no model 'exp2'" in err and "did you mean 'exp1'" in err
-    assert main(["evaluate", "--config-dir", str(workspace), "--data-dir", str(workspace / "nothing"),
-                 "--runs-dir", str(workspace / "runs"), "--medqa", "none"], commands=EVALUATE_ONLY) == 3
+    assert main(["evaluate", "--config-dir", str(workspace), "--set", f"data_dir={workspace / 'nothing'}",
+                 "--set", f"runs_dir={workspace / 'runs'}", "--set", "medqa=null"], commands=EVALUATE_ONLY) == 3
     assert "run `python -m training prepare` first" in capsys.readouterr().err
 
 
-def test_flags_win_over_set_and_eval_yaml(tmp_path):
+def test_set_wins_over_eval_yaml(tmp_path):
     import argparse
 
     from training import evaluate
@@ -277,7 +277,7 @@ def test_flags_win_over_set_and_eval_yaml(tmp_path):
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     args = parser.parse_args(["--config-dir", str(tmp_path), "--set", "max_new_tokens=32", "--set", "limit=20",
-                              "--limit", "5", "--medqa", "none", "--models", "base, exp1"])
+                              "--set", "limit=5", "--set", "medqa=null", "--set", "models=base, exp1"])
     config = evaluate.resolve_config(args)
     assert (config.batch_size, config.max_new_tokens, config.limit) == (4, 32, 5)
     assert config.medqa is None and config.models == ["base", "exp1"]
@@ -395,7 +395,7 @@ def test_medqa_defaults_to_a_subsample_on_cpu_and_records_what_was_scored(shared
 def test_medqa_loads_from_a_hub_dataset(hub_server, hub_token, tmp_path):
     from datasets import Dataset
 
-    from training.errors import HubError
+    from common.errors import HubError
 
     repo = hub_server.repo_id("medqa")
     rows = [MEDQA_ROW, {**MEDQA_ROW, "question": "Second question?", "answer_idx": "C"}]

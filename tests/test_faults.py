@@ -17,15 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 
 import pytest
 
-from reliability_support import EXPERIMENT, REPO_ROOT, check_one_line_error, run_hub, run_in_process, write_hub_yaml
-from training.atomic import OWNER_MARKER
-from training.errors import EXIT_ENV, EXIT_HUB, EXIT_VERIFY
+from reliability_support import (
+    EXPERIMENT, REPO_ROOT, check_one_line_error, faults, run_hub, run_in_process, write_hub_yaml,
+)
+from common.atomic import OWNER_MARKER
+from common.errors import EXIT_ENV, EXIT_HUB, EXIT_VERIFY
 
 BRANCH = f"exp/{EXPERIMENT}"
 WEIGHTS = "adapter_model.safetensors"
@@ -54,14 +55,6 @@ FAILING_FAULTS = {
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-def faults(hub_server, method: str, rules: list[dict] | None = None) -> dict:
-    body = json.dumps({"rules": rules}).encode() if rules is not None else None
-    request = urllib.request.Request(f"{hub_server.url}/_local/faults", data=body, method=method, headers={
-        "Authorization": f"Bearer {hub_server.write_token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
 
 @contextlib.contextmanager
 def injected(hub_server, rules: list[dict]):
@@ -239,7 +232,7 @@ def test_full_or_unwritable_disk_is_one_line_before_work_starts(case, cli_pipeli
             previous.mkdir()
             (previous / "keep.txt").write_text("previous output")
             (previous / OWNER_MARKER).write_text("an earlier output of prepare\n")  # so prepare may replace it
-            argv = ["prepare", "--config", str(cli_pipeline.config_dir / "data.yaml"), "--output", str(previous)]
+            argv = ["prepare", "--config", str(cli_pipeline.config_dir / "data.yaml"), "--set", f"output_dir={previous}"]
             expected, fragment = EXIT_ENV, "No space left on device"
         else:
             if case == "runs-dir-on-full-disk":

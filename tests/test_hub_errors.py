@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from conftest import HUB_PORT
-from reliability_support import check_one_line_error, run_in_process, write_hub_yaml
+from reliability_support import check_one_line_error, faults, run_in_process, write_hub_yaml
 from space_support import free_port
-from training.errors import EXIT_HUB, EXIT_VERIFY, HubError
+from common.errors import EXIT_HUB, EXIT_VERIFY, HubError
 
 HUB_HOSTS = {"127.0.0.1", "localhost"}
 MEDQA_ROW = {"question": "Which organ secretes insulin?", "answer_idx": "B",
@@ -46,7 +46,7 @@ def quick_clock(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 0.2)
     monkeypatch.setattr(file_download, "_ETAG_RETRY_TIMEOUT", 0.5)
     monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
-    monkeypatch.setattr("training.hub_errors.time", types.SimpleNamespace(sleep=lambda seconds: None))
+    monkeypatch.setattr("common.hub_errors.time", types.SimpleNamespace(sleep=lambda seconds: None))
 
 
 @contextlib.contextmanager
@@ -97,16 +97,6 @@ def no_name_resolution(monkeypatch, hub_server):
 
     with hub_address(monkeypatch, fail):
         yield
-
-
-def faults(hub_server, method: str, rules: list[dict] | None = None) -> dict:
-    import urllib.request
-
-    body = json.dumps({"rules": rules}).encode() if rules is not None else None
-    request = urllib.request.Request(f"{hub_server.url}/_local/faults", data=body, method=method, headers={
-        "Authorization": f"Bearer {hub_server.write_token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
 
 
 def injected(**rule):
@@ -184,12 +174,12 @@ def train_argv(tmp_path: Path, world: World):
 
 def evaluate_argv(tmp_path: Path, world: World, medqa: bool):
     base, medqa_id = (f"{world.hub_server.user}/{kind}-{world.fresh}" for kind in ("base", "medqa"))
-    argv = ["evaluate", "--data-dir", str(world.pipeline.work / "data" / "processed"), "--runs-dir",
-            str(tmp_path / "no-runs"), "--output-dir", str(tmp_path / "eval"), "--models", "base", "--limit", "2",
-            "--max-new-tokens", "2", "--set", f"base_model={base}", "--set", "base_revision=main"]
-    if medqa:
-        return argv + ["--medqa", medqa_id, "--set", "medqa_revision=main"], f"{medqa_id}@main"
-    return argv + ["--medqa", "none"], f"{base}@main"
+    settings = [f"data_dir={world.pipeline.work / 'data' / 'processed'}", f"runs_dir={tmp_path / 'no-runs'}",
+                f"output_dir={tmp_path / 'eval'}", "models=base", "limit=2", "max_new_tokens=2",
+                f"base_model={base}", "base_revision=main"]
+    settings += [f"medqa={medqa_id}", "medqa_revision=main"] if medqa else ["medqa=null"]
+    argv = ["evaluate"] + [arg for setting in settings for arg in ("--set", setting)]
+    return argv, f"{medqa_id}@main" if medqa else f"{base}@main"
 
 
 def hub_argv(command: str, *extra: str):
@@ -305,7 +295,7 @@ def test_hub_down_with_a_cached_copy_still_prepares(cached_repos, quick_clock, m
 def test_verification_that_cannot_reach_the_hub_is_one_line_naming_the_revision(hub_server, quick_clock,
                                                                                   monkeypatch):
     from hub.verify import verify_revision
-    from training.errors import VerificationError
+    from common.errors import VerificationError
 
     repo, revision = f"{hub_server.user}/adapter-unreached", "0123456789abcdef0123456789abcdef01234567"
     with refused(monkeypatch, hub_server), pytest.raises(VerificationError) as caught:
@@ -369,7 +359,7 @@ def test_dataset_push_that_keeps_losing_the_race_is_one_line(world, quick_clock,
 # ---- the mapping itself ---------------------------------------------------------------------------------
 
 def test_errors_that_are_not_the_hubs_keep_their_traceback():
-    from training.hub_errors import hub_errors
+    from common.hub_errors import hub_errors
 
     with pytest.raises(KeyError):
         with hub_errors("tester/x", "main", "cannot read"):
@@ -377,6 +367,6 @@ def test_errors_that_are_not_the_hubs_keep_their_traceback():
 
 
 def test_tokens_never_reach_the_line():
-    from training.hub_errors import redact
+    from common.hub_errors import redact
 
     assert redact("Bearer hf_abcdefghijklmnop failed") == "Bearer hf_*** failed"

@@ -148,9 +148,10 @@ def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
     """train.py's path: SFTTrainer(padding_free) + enable_padding_free reproduces the padded batch's loss."""
     from training.chat import load_tokenizer
     from training.config import DataConfig, ExperimentConfig, validate
+    from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
-    from training.train import build_model, build_trainer, load_splits, plan_hardware
+    from training.train import build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
     prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
@@ -180,9 +181,10 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
     """batch_tokens: trl packs whole examples into rows, and a step's loss is theirs, computed one by one."""
     from training.chat import load_tokenizer
     from training.config import DataConfig, ExperimentConfig, validate
+    from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
-    from training.train import batching_summary, build_model, build_trainer, load_splits, plan_hardware
+    from training.train import batching_summary, build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
     prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
@@ -204,8 +206,11 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
     assert summary.pop("intervals") == {  # counted in examples: 50 and 10 steps of 8 sequences
         "eval_steps": round(50 * 8 / examples_per_step), "save_steps": round(50 * 8 / examples_per_step),
         "logging_steps": max(1, round(10 * 8 / examples_per_step))}
+    # The rate is tuned for 8 examples a step; a packed step of k times that trains at k times the rate.
+    assert summary.pop("learning_rate") == pytest.approx(config.learning_rate * examples_per_step / 8)
+    assert trainers[1024].args.learning_rate == pytest.approx(config.learning_rate * examples_per_step / 8)
     assert summary == {"mode": "packed", "tokens_per_step": 1024, "rows_per_device": 8, "row_tokens": 128,
-                       "processes": 1}
+                       "processes": 1, "lr_scaling": "linear"}
     assert examples_per_step == pytest.approx(len(trainers[None].train_dataset) / len(trainers[1024].train_dataset) * 8)
 
     def as_tuple(ids, labels):
@@ -237,3 +242,47 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
         packed = trainer.compute_loss(model, trainer._prepare_inputs(batch))
         one_by_one = padded_losses(model, rows).sum() / sum(sum(x != -100 for x in r["labels"][1:]) for r in rows)
     torch.testing.assert_close(packed, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule, examples, expected", [
+    ("linear", 64.0, 2e-4 * 8), ("sqrt", 32.0, 2e-4 * 2), ("none", 64.0, 2e-4),
+    ("linear", 4.0, 2e-4),  # a packed step smaller than effective_batch_size keeps the rate
+])
+def test_packed_learning_rate_rules(rule, examples, expected):
+    from training.config import ExperimentConfig, validate
+    from training.train import packed_learning_rate
+
+    config = validate(ExperimentConfig, {"name": "x", "lr_scaling": rule}, "test")
+    assert packed_learning_rate(config, examples) == pytest.approx(expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the varlen flash kernel runs only there")
+@pytest.mark.parametrize("kv_heads", [8, 2], ids=["multi-head", "grouped-query"])
+def test_flash_varlen_equals_the_cpu_block_diagonal_path(kv_heads):
+    """The CUDA path of padding-free attention (torch's varlen flash kernel, bf16) against the CPU reference
+    (block-diagonal causal sdpa, fp32, on the same bf16 inputs): outputs and gradients, example by example."""
+    import itertools
+
+    from training.packing import VARLEN_MODULE, _block_diagonal_sdpa, _flash_varlen, has_flash_varlen
+
+    if not has_flash_varlen():
+        pytest.skip(f"torch {torch.__version__} has no {VARLEN_MODULE} (training.hardware plans padded batches)")
+    heads, head_dim, tokens = 8, 64, sum(LENGTHS)
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randn(tokens, heads, head_dim, generator=generator)
+    k, v = (torch.randn(tokens, kv_heads, head_dim, generator=generator) for _ in range(2))
+    upstream = torch.randn(tokens, heads, head_dim, generator=generator)
+    cu_seq_lens = torch.tensor([0, *itertools.accumulate(LENGTHS)], dtype=torch.int32)
+    scale = head_dim ** -0.5
+
+    fast = [t.to("cuda", torch.bfloat16).requires_grad_() for t in (q, k, v)]
+    reference = [t.detach().float().cpu().requires_grad_() for t in fast]  # the same bf16-rounded values
+    out = _flash_varlen(*fast, cu_seq_lens.cuda(), max(LENGTHS), scale)
+    expected = _block_diagonal_sdpa(*reference, cu_seq_lens, scale, dropout=0.0)
+    assert out.shape == expected.shape == (tokens, heads, head_dim) and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float().cpu(), expected, atol=2e-2, rtol=2e-2)
+    out.backward(upstream.to("cuda", torch.bfloat16))
+    expected.backward(upstream)
+    for name, got, want in zip("qkv", fast, reference):
+        torch.testing.assert_close(got.grad.float().cpu(), want.grad, atol=5e-2, rtol=5e-2, msg=f"d{name}")

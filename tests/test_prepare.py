@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from training.atomic import OWNER_MARKER
+from common.atomic import OWNER_MARKER
+from common.errors import EXIT_DATA, DataError, HubError
 from training.clean import DROP_REASONS, Row, clean_rows, clean_text, question_id
 from training.config import DataConfig, load_config
-from training.errors import EXIT_DATA, DataError, HubError
 from training.prepare import REPORT_FILE, SPLITS, prepare, split_by_question, subsample
 from training.sources import read_source
 
@@ -257,7 +257,7 @@ def test_cli_options_override_config(tmp_path, sample_flashcards, tiny_base):
 
     config = tmp_path / "data.yaml"
     config.write_text(f"source: {sample_flashcards}\nrevision: null\ntokenizer: {tiny_base}\ntokenizer_revision: null\n")
-    argv = ["prepare", "--config", str(config), "--max-examples", "50", "--output", str(tmp_path / "out"),
+    argv = ["prepare", "--config", str(config), "--set", "max_examples=50", "--set", f"output_dir={tmp_path / 'out'}",
             "--set", "seed=5"]
     assert main(argv, commands={"prepare": ("training.prepare", "")}) == 0
     report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())

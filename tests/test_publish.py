@@ -16,8 +16,8 @@ import pytest
 import yaml
 from reliability_support import run_hub
 
+from common.errors import EXIT_VERIFY, HubError
 from hub.auth import preflight
-from training.errors import EXIT_VERIFY, HubError
 
 MEDQA_ROWS = [
     {"question": "Which vitamin deficiency causes scurvy?", "answer_idx": "C",
@@ -185,6 +185,11 @@ def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeli
     assert all(link in files for link in ("plots/loss_curves.png", "plots/metrics.png"))
     assert "![loss curves](plots/loss_curves.png)" in card.text
     assert "| batching | 2 sequences per optimizer step (2 per device x 1 accumulation, 1 process) |" in card.text
+    from training.config import ExperimentConfig, field_rows
+
+    for name, _, description in field_rows(ExperimentConfig(name="any")):  # the table is the config's fields
+        assert f"| `{name}` | " in card.text and description in card.text, name
+    assert "| `lora.r` | `4` | LoRA rank" in card.text
     branch_card = ModelCard.load(hf_hub_download(published.adapter, "README.md", revision=f"exp/{published.other}"))
     assert f'revision="exp/{published.other}"' in branch_card.text
     assert {r.metric_type for r in branch_card.data.eval_results} >= {"bleu", "perplexity"}
@@ -325,6 +330,10 @@ def test_card_states_how_a_step_was_batched():
               "mean_examples_per_step": 401.5, "intervals": {"eval_steps": 1, "save_steps": 1, "logging_steps": 1}}
     assert batching_text(packed) == ("packed: whole examples in rows of 512 tokens, up to 65,536 tokens per optimizer "
                                      "step (about 401.5 examples; 64 rows per device, 2 processes)")
+    scaled = {**packed, "learning_rate": 0.0016, "lr_scaling": "linear"}
+    assert batching_text(scaled).endswith("2 processes); learning rate 0.0016, the experiment's scaled linear with "
+                                          "the step's examples (the size and rule that reached the notebook recipe's "
+                                          "validation loss fastest)")
     assert batching_text(None) is None
 
 

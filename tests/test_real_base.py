@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reliability_support import check_one_line_error, digests, run_in_process
-from training.errors import EXIT_DATA
+from common.errors import EXIT_DATA
 
 pytestmark = [pytest.mark.slow]
 FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
@@ -92,7 +92,7 @@ def test_a_bad_gguf_is_one_line_and_writes_nothing(case, tmp_path):
 def test_missing_package_names_the_pip_command(monkeypatch, tmp_path):
     import importlib.metadata
 
-    from training.errors import EXIT_ENV
+    from common.errors import EXIT_ENV
 
     def absent(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -106,7 +106,7 @@ def test_missing_package_names_the_pip_command(monkeypatch, tmp_path):
 def test_a_model_folder_without_chat_template_is_one_line(real_base, tmp_path):
     import shutil
 
-    from training.errors import EXIT_USAGE
+    from common.errors import EXIT_USAGE
 
     folder = tmp_path / "no-template"
     folder.mkdir()

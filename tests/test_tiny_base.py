@@ -43,8 +43,7 @@ def test_tokenizer_is_llama_like(tiny_base):
 
 
 def test_build_is_byte_identical_and_replaces_output(tiny_base, tmp_path):
-    out = tmp_path / "base"
-    out.mkdir()
+    out = build_tiny_base(tmp_path / "base")  # an earlier build: the folder carries the ownership marker
     (out / "stale.txt").write_text("old")
     assert main(["build-tiny-base", "--output", str(out)],
                 commands={"build-tiny-base": ("training.tiny_base", "")}) == 0

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.atomic import OWNER_MARKER
+from common.errors import DataError, EnvironmentProblem
 from training.config import DataConfig, ExperimentConfig, dump, validate
-from training.errors import DataError, EnvironmentProblem
-from training.atomic import OWNER_MARKER
 from training.run_folder import staging_dir
 from training.sample import SAMPLE_PATH
+from training.hardware import Hardware, plan_hardware
 from training.train import (
     build_model,
     build_trainer,
     check_all,
     load_splits,
-    plan_hardware,
     train_experiment,
     update_best,
 )
@@ -251,7 +251,8 @@ def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.train import skip_adapter_input_casts
+    from training.hardware import Hardware
+    from training.train import adapter_input_casts_skipped
 
     def loss_and_grads(skip: bool):
         torch.manual_seed(0)
@@ -262,12 +263,13 @@ def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
             if "lora_B" in name:  # non-zero, so the adapters change the output
                 torch.nn.init.normal_(param, std=0.05)
         assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
-        if skip:
-            skip_adapter_input_casts(model)
         ids = torch.randint(3, base.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        hardware = Hardware("cpu", quantize=False, precision="bf16" if skip else "fp32", world_size=1)
+        with adapter_input_casts_skipped(model, hardware), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert all(m.cast_input_dtype_enabled != skip for m in model.modules()
+                       if hasattr(m, "cast_input_dtype_enabled"))
             loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+            loss.backward()
         return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
     (loss, grads), (skipped_loss, skipped_grads) = loss_and_grads(False), loss_and_grads(True)
@@ -284,7 +286,7 @@ def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data,
     import math
 
     from training.chat import load_tokenizer
-    from training.train import Hardware, batching_summary
+    from training.train import adapter_input_casts_skipped, batching_summary
 
     config = short_experiment(tiny_base, tiny_data, tmp_path / "runs", max_steps=3, batch_tokens=1024,
                               padding_free=True, eval_steps=2, save_steps=2, logging_steps=1)
@@ -292,23 +294,24 @@ def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data,
     tokenizer = load_tokenizer(str(tiny_base))
     model = build_model(config, hardware)
     trainer = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer), eval_on_start=False)
-    assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in model.modules())
     assert trainer.args.bf16 and trainer.args.packing and trainer.args.per_device_train_batch_size == 1024 // 256
-    trainer.train()
+    with adapter_input_casts_skipped(model, hardware):
+        assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in model.modules())
+        trainer.train()
+        assert math.isfinite(trainer.evaluate()["eval_loss"])
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
-    assert math.isfinite(trainer.evaluate()["eval_loss"])
     batching = batching_summary(config, hardware, trainer)
     assert batching["mode"] == "packed" and batching["intervals"]["logging_steps"] == 1
 
 
-def test_accumulation_must_divide_over_processes_unless_steps_are_packed(monkeypatch, tmp_path):
-    from training.errors import ConfigError
+def test_accumulation_must_divide_over_processes_unless_steps_are_packed(tmp_path):
+    from common.errors import ConfigError
     from training.train import check_batch
 
-    monkeypatch.setenv("WORLD_SIZE", "3")
     config = validate(ExperimentConfig, dict(name="ddp", quantization="none", runs_dir=str(tmp_path)), "test")
+    three = Hardware("cpu", quantize=False, precision="fp32", world_size=3)
     with pytest.raises(ConfigError, match=r"effective_batch_size 8 is not a multiple of per_device_batch_size 4 x 3"):
-        check_batch(config, plan_hardware(config))
+        check_batch(config, three)
     packed = config.model_copy(update={"batch_tokens": 1024, "padding_free": True})
-    check_batch(packed, plan_hardware(packed))  # one packed row set a GPU
+    check_batch(packed, Hardware("cpu", False, "fp32", world_size=3, padding_free=True, batch_tokens=1024))

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common.atomic import write_json_atomic
+from common.errors import ConfigError, DataError
+from common.hub_errors import hub_error, hub_errors
 from training.config import GenerationConfig
-from training.errors import ConfigError, DataError
-from training.hub_errors import hub_error, hub_errors
-from training.atomic import write_json_atomic
 
 # TinyLlama-1.1B-Chat-v1.0's (Zephyr-style) template, re-typed so the tiny base speaks the same format.
 TINYLLAMA_CHAT_TEMPLATE = (

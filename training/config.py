@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from training.errors import ConfigError
+from common.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -103,6 +103,30 @@ class LoraSettings(StrictModel):
     )
 
 
+def sft(*arguments: str) -> dict[str, Any]:
+    """Marks a field that trl's SFTConfig takes as it is, under these names: `training.train.training_arguments`
+    passes every marked field, so a new trainer setting is one Field here (the card lists it by itself)."""
+    return {"sft": list(arguments)}
+
+
+def sft_arguments(config: BaseModel) -> dict[str, Any]:
+    """SFTConfig keyword arguments of every field marked with `sft(...)`."""
+    return {name: getattr(config, field) for field, info in type(config).model_fields.items()
+            for name in (info.json_schema_extra or {}).get("sft", ())}
+
+
+def field_rows(config: BaseModel, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted name, value, description) of every field, sections flattened (`lora.r`): the card's table."""
+    rows: list[tuple[str, Any, str]] = []
+    for field, info in type(config).model_fields.items():
+        value = getattr(config, field)
+        if isinstance(value, BaseModel):
+            rows += field_rows(value, f"{prefix}{field}.")
+        else:
+            rows.append((prefix + field, value, info.description or ""))
+    return rows
+
+
 class ExperimentConfig(StrictModel):
     """`python -m training train --experiment NAME`: one fine-tuning run."""
 
@@ -112,24 +136,30 @@ class ExperimentConfig(StrictModel):
     base_revision: str | None = Field(TINYLLAMA_REVISION, description="Hub revision of the base (ignored for paths)")
     data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
     runs_dir: Path = Field(Path("runs"), description="the run goes to runs_dir/name")
-    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="peak learning rate")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="peak learning rate", json_schema_extra=sft("learning_rate"))
     per_device_batch_size: int = Field(4, gt=0, le=65536, description="sequences per device per micro-step")
     effective_batch_size: int = Field(8, gt=0, le=2**20,
                                       description="sequences per optimizer step; sets gradient accumulation")
-    epochs: float = Field(3, gt=0, le=10_000, description="passes over the training split")
-    max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: use epochs)")
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
-    max_seq_length: int = Field(512, gt=8, le=2**20, description="longer examples are truncated")
+    epochs: float = Field(3, gt=0, le=10_000, description="passes over the training split",
+                          json_schema_extra=sft("num_train_epochs"))
+    max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: use epochs)",
+                           json_schema_extra=sft("max_steps"))
+    # transformers 5: a float below 1 in warmup_steps is a share of the total steps
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up",
+                                   json_schema_extra=sft("warmup_steps"))
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay", json_schema_extra=sft("weight_decay"))
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name", json_schema_extra=sft("lr_scheduler_type"))
+    max_seq_length: int = Field(512, gt=8, le=2**20, description="longer examples are truncated",
+                                json_schema_extra=sft("max_length"))
     lora: LoraSettings = Field(default_factory=LoraSettings)
     quantization: Literal["auto", "nf4", "none"] = Field(
         "auto", description="nf4: 4-bit QLoRA (CUDA + bitsandbytes); auto: nf4 when available, else none"
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU"
+        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.hardware)"
     )
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory",
+                                         json_schema_extra=sft("activation_checkpointing"))
     padding_free: Literal["auto"] | bool = Field(
         "auto",
         description="each micro-batch's examples as one unpadded row (training/packing.py: same losses, no "
@@ -141,7 +171,7 @@ class ExperimentConfig(StrictModel):
         "max_seq_length, up to this many tokens per device (trl's best-fit-decreasing packing, padding-free), "
         "instead of effective_batch_size sequences. Fewer, larger steps; per_device_batch_size and "
         "effective_batch_size are then unused. auto: sized from GPU memory when padding_free is on "
-        "(training.train.AUTO_BATCH_TOKENS, chosen for time to quality; less on GPUs under 16 GiB), off otherwise; "
+        "(training.hardware.AUTO_BATCH_TOKENS, chosen for time to quality; less on GPUs under 16 GiB), off otherwise; "
         "null: always batches of sequences",
     )
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(
@@ -154,11 +184,15 @@ class ExperimentConfig(StrictModel):
         "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary; same math) on a CUDA GPU, "
         "through trl; auto: when the liger-kernel package is installed",
     )
-    eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps")
-    logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps")
-    save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)")
-    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept in runs/<name>/checkpoints")
-    seed: int = Field(42, ge=SEED_RANGE[0], le=SEED_RANGE[1], description="seed for init, dropout and data order")
+    eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps", json_schema_extra=sft("eval_steps"))
+    logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps",
+                               json_schema_extra=sft("logging_steps"))
+    save_steps: int = Field(50, gt=0, description="checkpoint every N optimizer steps (for --resume)",
+                            json_schema_extra=sft("save_steps"))
+    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept in runs/<name>/checkpoints",
+                                  json_schema_extra=sft("save_total_limit"))
+    seed: int = Field(42, ge=SEED_RANGE[0], le=SEED_RANGE[1], description="seed for init, dropout and data order",
+                      json_schema_extra=sft("seed", "data_seed"))
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @model_validator(mode="after")
@@ -375,7 +409,9 @@ class EvalConfig(StrictModel):
     split: str = Field("test", description="split of data_dir to evaluate on")
     runs_dir: Path = Field(Path("runs"), description="trained experiments: runs_dir/<name>/adapter")
     output_dir: Path = Field(Path("eval"), description="where eval/<model>/, comparison.* and plots/ go")
-    models: list[str] | None = Field(None, description="evaluate only these ('base' and/or experiment names); None: all")
+    models: list[str] | None = Field(
+        None, description="evaluate only these ('base' and/or experiment names; a list or comma-separated); None: all"
+    )
     limit: int | None = Field(None, gt=0, description="evaluate only the first N test examples")
     batch_size: int | None = Field(
         None, gt=0, description="sequences per forward pass; None: 16, and for generation on a GPU 1024 (256 under 32 GiB)"
@@ -384,7 +420,9 @@ class EvalConfig(StrictModel):
         None, gt=0, le=4096, description="answer length cap in tokens; None: each adapter's saved generation settings "
         "(what the Space serves), which the base shares. Set it only for quick runs: the card then says so"
     )
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on capable GPUs, else fp32")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.hardware)"
+    )
     medqa: str | None = Field(MEDQA_ID, description="MedQA 4-option questions: Hub dataset id or local JSONL; None: skip")
     medqa_revision: str | None = Field(MEDQA_REVISION, description="Hub revision of the MedQA dataset (a commit pins it)")
     medqa_split: str = Field("test", description="split of the MedQA Hub dataset")
@@ -395,6 +433,11 @@ class EvalConfig(StrictModel):
     bootstrap_resamples: int = Field(1000, gt=0, description="bootstrap resamples for the BCa confidence intervals")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
     seed: int = Field(42, description="seed of the bootstrap resamples (and of sampling, if an adapter samples)")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_separated(cls, v):  # --set models=base,exp1
+        return [name.strip() for name in v.split(",") if name.strip()] if isinstance(v, str) else v
 
     @field_validator("medqa_limit")
     @classmethod

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.atomic import replace_dir, write_json_atomic, write_text_atomic
+from common.atomic import replace_dir, write_json_atomic, write_text_atomic
+from common.errors import ConfigError, DataError
 from training.config import CONFIG_DIR, DEFAULT_SYSTEM_PROMPT, TINYLLAMA_ID, TINYLLAMA_REVISION, EvalConfig
-from training.errors import ConfigError, DataError
 
 BASE = "base"
 # Row order of comparison tables; the direction says which way is better.
@@ -47,17 +47,9 @@ class ModelSpec:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="reads CONFIG_DIR/eval.yaml when present")
     parser.add_argument("--config", type=Path, help="an eval YAML file (default: CONFIG_DIR/eval.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    parser.add_argument("--data-dir", type=Path, help="output of `prepare`")
-    parser.add_argument("--runs-dir", type=Path, help="trained experiments (runs/<name>/adapter)")
-    parser.add_argument("--output-dir", type=Path, help="where results go (default eval/)")
-    parser.add_argument("--models", help="comma-separated: base and/or experiment names (default: all)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N test examples")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--max-new-tokens", type=int,
-                        help="cap answers at N tokens for a quick run (default: each adapter's saved generation settings)")
-    parser.add_argument("--medqa", metavar="PATH_OR_ID", help="MedQA JSONL file or Hub dataset id; 'none' skips it")
-    parser.add_argument("--medqa-limit", type=int, help="score only the first N MedQA questions (default: all on a GPU)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an EvalConfig setting, e.g. --set limit=20 --set models=base,exp1 "
+                        "--set medqa=null (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,25 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resolve_config(args: argparse.Namespace) -> EvalConfig:
-    """eval.yaml < --set < explicit flags."""
-    from training.config import dump, load_config, validate
+    """eval.yaml (when present) < --set."""
+    from training.config import load_config
 
     path = args.config or (args.config_dir / "eval.yaml")
     if args.config is None and not path.exists():
         path = None
-    config = load_config(EvalConfig, path, args.set)
-    flags = {
-        "data_dir": args.data_dir, "runs_dir": args.runs_dir, "output_dir": args.output_dir, "limit": args.limit,
-        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "medqa_limit": args.medqa_limit,
-        "models": [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
-        "medqa": args.medqa,
-    }
-    flags = {key: value for key, value in flags.items() if value is not None}
-    if flags.get("medqa", "").lower() == "none":
-        flags["medqa"] = None
-    if not flags:
-        return config
-    return validate(EvalConfig, {**dump(config), **flags}, f"{path or 'defaults'} with command-line flags")
+    return load_config(EvalConfig, path, args.set)
 
 
 # --- phase 1: run models ----------------------------------------------------------------------
@@ -140,7 +120,7 @@ def plan_decoding(specs: list[ModelSpec], discovered: list[ModelSpec], max_new_t
     if len(distinct) > 1:
         shown = "; ".join(f"{s.name}: {', '.join(f'{k}={plan[s.name][k]}' for k in DECODING_KEYS)}" for s in adapters)
         raise ConfigError(f"the adapters decode differently ({shown}), so one base run cannot be compared with all; "
-                          "evaluate them with --models and separate --output-dir folders")
+                          "evaluate them with --set models=... and separate --set output_dir=... folders")
     shared = {k: plan[adapters[0].name][k] for k in DECODING_KEYS} if adapters else decoding_settings(None)
     names = ", ".join(s.name for s in adapters)
     plan[BASE] = {**shared, "from": f"the adapters' settings ({names})" if adapters else "project defaults (no adapter)"}

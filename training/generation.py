@@ -11,18 +11,10 @@ from typing import Sequence
 
 import torch
 
-from training.errors import ConfigError, EnvironmentProblem, HubError
-from training.hub_errors import hub_errors
-
-
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if precision != "fp32" and device.type != "cuda":
-        raise EnvironmentProblem(f"precision {precision} needs a CUDA GPU; use precision=fp32 or auto on CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+from common.errors import ConfigError, HubError
+from common.hub_errors import hub_errors
+from common.hub_ids import is_hub_id
+from training.hardware import resolve_precision, torch_dtype
 
 
 def load_model(base: str, revision: str | None, adapter_dir: Path | None, precision: str = "auto"):
@@ -32,13 +24,13 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     from training.chat import load_tokenizer, stop_token_ids
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = pick_dtype(precision, device)
+    dtype = torch_dtype(resolve_precision(precision, "evaluation"))
     try:
         with hub_errors(base, revision, "cannot load base model"):
             model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)
     except OSError as exc:
         # A missing folder is a config mistake; a Hub id that cannot be fetched is a Hub problem.
-        error = ConfigError if Path(base).is_absolute() or Path(base).exists() or base.startswith(".") else HubError
+        error = HubError if is_hub_id(base) else ConfigError
         raise error(f"cannot load base model {base!r} (revision {revision}): {exc}".splitlines()[0]) from None
     if adapter_dir is not None:
         from peft import PeftModel
@@ -100,14 +92,11 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
+def left_pad(tokenizer, rows: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows as one batch (ids, attention mask) on `device`, padded on the left so that every
+    row's last token is in the last column, where generation continues and completions end."""
+    batch = tokenizer.pad({"input_ids": list(rows)}, padding_side="left", return_tensors="pt")
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
@@ -148,7 +137,7 @@ def generate(model, tokenizer, prompts: Sequence[str], batch_size: int, max_new_
         rows = [encoded[i] for i in batch]
         if static_cache and len(batches) > 1:
             rows += [rows[-1]] * (batch_size - len(rows))
-        ids, mask = left_pad(rows, tokenizer.pad_token_id, model.device)
+        ids, mask = left_pad(tokenizer, rows, model.device)
         output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         for row, i in enumerate(batch):
             answers[i] = tokenizer.decode(output[row, ids.shape[1]:], skip_special_tokens=True).strip()
@@ -181,7 +170,7 @@ def completion_log_likelihoods(
     for batch in length_sorted_batches([len(ids) for ids, _ in encoded], batch_size):
         rows = [encoded[i][0] for i in batch]
         n_completion = [len(encoded[i][0]) - encoded[i][1] for i in batch]
-        ids, mask = left_pad(rows, tokenizer.pad_token_id, model.device)
+        ids, mask = left_pad(tokenizer, rows, model.device)
         # Left padding shifts positions; give each row positions counted from its first real token.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(n_completion) + 1

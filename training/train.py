@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
 import json
 import logging
 import os
@@ -21,16 +20,17 @@ import resource
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from training.config import CONFIG_DIR, ExperimentConfig, all_experiments, dump, load_experiment
-from training.atomic import replace_dir, write_json_atomic
-from training.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
-from training.hub_errors import hub_error, hub_errors
+from common.atomic import replace_dir, write_json_atomic
+from common.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
+from common.hub_errors import hub_error, hub_errors
+from common.hub_ids import is_hub_id
+from training.config import CONFIG_DIR, ExperimentConfig, all_experiments, dump, load_experiment, sft_arguments
+from training.hardware import Hardware, is_main_process, local_rank, plan_hardware, world_size
 from training.prepare import REPORT_FILE, SPLITS
 from training.run_folder import RunLock, check_run_folder, finish_staged_run, start_staged_run
 from training.trainer_checks import check_lora_targets, check_scheduler
@@ -68,80 +68,6 @@ def select_experiments(args: argparse.Namespace) -> list[ExperimentConfig]:
     if not names:
         raise ConfigError(f"no experiments in {args.config_dir / 'experiments'} (expected *.yaml files)")
     return [load_experiment(name, args.overrides, args.config_dir) for name in names]
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """What this machine runs a config with."""
-
-    device: str  # "cuda" or "cpu"
-    quantize: bool  # 4-bit NF4 base weights (QLoRA)
-    precision: str  # "bf16", "fp16" or "fp32"
-    world_size: int  # processes under DDP
-    padding_free: bool = False  # micro-batches as one unpadded row (training/packing.py)
-    batch_tokens: int | None = None  # packed rows: tokens per device per optimizer step (None: sequences)
-    liger: bool = False  # Liger's fused kernels
-
-    @property
-    def dtype(self):
-        import torch
-
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
-
-
-def plan_hardware(config: ExperimentConfig) -> Hardware:
-    """Pick quantisation and precision for this machine; refuse what it cannot do."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    has_bnb = cuda and importlib.util.find_spec("bitsandbytes") is not None  # never imported on CPU
-    if config.quantization == "nf4" and not has_bnb:
-        missing = "a CUDA GPU" if not cuda else "the bitsandbytes package (pip install bitsandbytes)"
-        raise EnvironmentProblem(f"experiment '{config.name}': quantization nf4 needs {missing}; "
-                                 "use --set quantization=auto to fall back to full-precision LoRA")
-    quantize = config.quantization == "nf4" or (config.quantization == "auto" and has_bnb)
-
-    # Native bf16 only (Ampere and newer): T4-class GPUs merely emulate it, slowly, so they get fp16.
-    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
-    precision = config.precision
-    if precision == "auto":
-        precision = ("bf16" if bf16 else "fp16") if cuda else "fp32"
-    elif precision == "fp16" and not cuda:
-        raise EnvironmentProblem(f"experiment '{config.name}': precision fp16 needs a CUDA GPU; use fp32 or auto")
-    elif precision == "bf16" and cuda and not bf16:
-        raise EnvironmentProblem(f"experiment '{config.name}': this GPU has no bf16; use fp16 or auto")
-    padding_free = cuda if config.padding_free == "auto" else config.padding_free
-    batch_tokens = config.batch_tokens
-    if batch_tokens == "auto":
-        batch_tokens = auto_batch_tokens(torch.cuda.get_device_properties(0).total_memory) \
-            if cuda and padding_free else None
-    liger = config.liger_kernels
-    if liger == "auto":
-        liger = cuda and importlib.util.find_spec("liger_kernel") is not None
-    elif liger and not cuda:
-        raise EnvironmentProblem(f"experiment '{config.name}': liger_kernels needs a CUDA GPU; use auto or false")
-    elif liger and importlib.util.find_spec("liger_kernel") is None:
-        raise EnvironmentProblem(f"experiment '{config.name}': liger_kernels needs the liger-kernel package "
-                                 "(pip install liger-kernel); use auto or false")
-    return Hardware("cuda" if cuda else "cpu", quantize, precision, world_size(), padding_free, batch_tokens, liger)
-
-
-# Tokens in one packed optimizer step, chosen for time to quality, not tokens per second: on an H200
-# with real weights, exp1 reached the notebook recipe's final validation loss fastest at this size
-# (bench/bench_time_to_quality.py, bench/README.md). Larger steps run faster per token but take
-# fewer optimizer steps, and 3 epochs of 32,768-token steps trained a clearly worse adapter.
-AUTO_BATCH_TOKENS = 8192
-
-
-def auto_batch_tokens(gpu_memory_bytes: int) -> int:
-    """AUTO_BATCH_TOKENS, or less where the GPU cannot hold it: 256 tokens per GiB, at least 1024.
-
-    Memory measured through this trainer on an H200 (bench/README.md): 16384 tokens peak at 29 GB in
-    bf16 and 39 GB in QLoRA, so 8192 fits any GPU of 32 GiB or more (a T4's 15 GiB: 3072).
-    """
-    per_gib = 256
-    fits = gpu_memory_bytes // 2**30 * per_gib // 1024 * 1024
-    return int(min(AUTO_BATCH_TOKENS, max(1024, fits)))
 
 
 def accumulation_steps(config: ExperimentConfig, world_size: int) -> int:
@@ -189,11 +115,7 @@ def check_batch(config: ExperimentConfig, hardware: Hardware | None) -> None:
     """Gradient accumulation must divide over the processes; packed steps take none. `hardware` is None
     when planning failed (reported on its own): then the sequence batches are checked."""
     if hardware is None or not hardware.batch_tokens:
-        accumulation_steps(config, world_size())
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+        accumulation_steps(config, hardware.world_size if hardware else world_size())
 
 
 def check_data(config: ExperimentConfig) -> None:
@@ -215,13 +137,9 @@ def check_data(config: ExperimentConfig) -> None:
             raise DataError(f"{where}: split '{split}' has no column(s) {', '.join(absent)}")
 
 
-def is_local_path(name: str) -> bool:
-    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
 def check_base_model(config: ExperimentConfig) -> None:
     name = config.base_model
-    if is_local_path(name):
+    if not is_hub_id(name):
         if not (Path(name).expanduser() / "config.json").is_file():
             raise ConfigError(f"experiment '{config.name}': base_model {name} is not a model folder (no config.json)")
         return
@@ -284,7 +202,7 @@ def load_tokenizer(config: ExperimentConfig):
 
 
 def revision_of(config: ExperimentConfig) -> str | None:
-    return None if is_local_path(config.base_model) else config.base_revision
+    return config.base_revision if is_hub_id(config.base_model) else None
 
 
 def load_splits(config: ExperimentConfig, tokenizer):
@@ -320,7 +238,7 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=hardware.dtype,
         )
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each DDP process its own GPU
+        kwargs["device_map"] = {"": local_rank()}  # each DDP process its own GPU
     with hub_errors(config.base_model, revision_of(config), "cannot download base model"):  # the weights, mid-way
         model = AutoModelForCausalLM.from_pretrained(config.base_model, revision=revision_of(config), **kwargs)
     if hardware.quantize:
@@ -344,35 +262,26 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
 
 def training_arguments(config: ExperimentConfig, hardware: Hardware, *, eval_on_start: bool,
                        run_dir: Path | None = None):
-    """`run_dir`: the folder being trained into (the staged run; default the run folder itself)."""
+    """`run_dir`: the folder being trained into (the staged run; default the run folder itself).
+
+    Settings SFTConfig takes as they are come from the fields marked `sft(...)` in ExperimentConfig;
+    here only what the hardware plan decides and what every run shares.
+    """
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str((run_dir or config.run_dir) / "checkpoints"),
+        **sft_arguments(config),
         **batching_arguments(config, hardware),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_fraction,  # transformers 5: a float below 1 is a share of the total steps
-        weight_decay=config.weight_decay,
         optim="paged_adamw_8bit" if hardware.quantize else "adamw_torch",
         bf16=hardware.precision == "bf16",
         fp16=hardware.precision == "fp16",
-        activation_checkpointing=config.gradient_checkpointing,
         dataloader_pin_memory=hardware.device == "cuda",
         use_cpu=hardware.device == "cpu",
-        max_length=config.max_seq_length,
         completion_only_loss=True,  # loss on the answer (and its eos), never on the prompt
         eval_strategy="steps",
-        eval_steps=config.eval_steps,
         eval_on_start=eval_on_start,  # the untrained adapter's validation loss, once per run
-        logging_steps=config.logging_steps,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.keep_checkpoints,
-        seed=config.seed,
-        data_seed=config.seed,
         # Padding-free rows hold no padding, and counting "non-pad" ids there would drop every eos (pad == eos).
         include_num_input_tokens_seen="all" if hardware.padding_free else "non_padding",
         use_liger_kernel=hardware.liger,
@@ -425,8 +334,6 @@ def build_trainer(config: ExperimentConfig, hardware: Hardware, model, tokenizer
 
     tensorboard = TensorBoardCallback()
     tensorboard.logging_dir = str((run_dir or config.run_dir) / "tensorboard")
-    if hardware.precision != "fp32":
-        skip_adapter_input_casts(model)
     with warnings.catch_warnings():
         # trl points Liger users to Hub kernels, which are downloaded at run time; Liger runs offline.
         warnings.filterwarnings("ignore", message=".*use_liger_kernel=True.* is deprecated", category=FutureWarning)
@@ -470,18 +377,17 @@ def rescale_intervals(trainer, config: ExperimentConfig, hardware: Hardware) -> 
         setattr(trainer.args, name, max(1, round(getattr(config, name) * config.effective_batch_size / per_step)))
 
 
-def skip_adapter_input_casts(model) -> None:
-    """Let LoRA layers take their bf16/fp16 input as it is, for a Trainer that runs them under autocast.
+def adapter_input_casts_skipped(model, hardware: Hardware):
+    """While in this block, LoRA layers take their bf16/fp16 input as it is, for a Trainer that runs them
+    under autocast (peft's `disable_input_dtype_casting`; in fp32 there is nothing to skip).
 
     peft casts each LoRA layer's input to the adapter's fp32 dtype, and autocast then casts it back to
     bf16/fp16 for the matmul: the round trip is exact, so the result is the same, but the copies (forward
     and backward, for each adapted projection) took 17% of a bf16 step's GPU time on an H200 (bench/README.md).
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.helpers import disable_input_dtype_casting
 
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.cast_input_dtype_enabled = False
+    return disable_input_dtype_casting(model, active=hardware.precision != "fp32")
 
 
 def padding_free_collator(tokenizer):
@@ -515,19 +421,17 @@ def train_experiment(config: ExperimentConfig, *, resume: bool = False, callback
         clock = session_clock()
         trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=checkpoint is None,
                                 callbacks=[clock, *callbacks], run_dir=work_dir)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e for e in trainer.state.log_history):
-            trainer.evaluate()  # the final loss is measured on the final weights
+        with adapter_input_casts_skipped(model, hardware):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            if not any(e.get("step") == trainer.state.global_step and "eval_loss" in e
+                       for e in trainer.state.log_history):
+                trainer.evaluate()  # the final loss is measured on the final weights
         metrics = collect_metrics(trainer.state, clock, hardware)
         metrics["batching"] = batching_summary(config, hardware, trainer)
         if trainer.is_world_process_zero():
             write_outputs(config, trainer, tokenizer, metrics, work_dir)
             finish_staged_run(work_dir, config.run_dir)
     return {"name": config.name, "run_dir": str(config.run_dir), **metrics}
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def session_clock():

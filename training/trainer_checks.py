@@ -10,8 +10,8 @@ import difflib
 import functools
 from dataclasses import dataclass
 
+from common.errors import ConfigError
 from training.config import ExperimentConfig
-from training.errors import ConfigError
 
 # Schedulers that need lr_scheduler_kwargs (min_lr), a setting these configs do not have.
 NEEDS_SCHEDULER_KWARGS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.atomic import write_json_atomic
+from common.atomic import write_json_atomic
 
 ROLES = ("read", "write")
 TOKEN_PREFIX = "hf_local_"

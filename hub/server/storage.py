@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from training.atomic import write_bytes_atomic, write_json_atomic
+# The client's own definition of a file's git blob id, so both sides agree by construction.
+from huggingface_hub.utils.sha import git_hash
+
+from common.atomic import write_bytes_atomic, write_json_atomic
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCH = "main"
@@ -35,13 +38,6 @@ _SHORT_SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
 MAX_PATH_LENGTH = 1000
 # Folders the Hub refuses to write into (huggingface_hub's FORBIDDEN_FOLDERS, git's own folder).
 FORBIDDEN_SEGMENTS = (".git", ".cache")
-
-try:  # the client's own definition of a regular file's id, so both sides agree by construction
-    from huggingface_hub.utils.sha import git_hash as git_blob_sha1
-except ImportError:  # older huggingface_hub
-    def git_blob_sha1(data: bytes) -> str:
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
 
 def valid_repo_id(repo_id: str) -> bool:
     namespace, _, name = repo_id.partition("/")
@@ -259,7 +255,7 @@ class Store:
     def _blob_entry(sha256: str, data_or_pointer: bytes, lfs: bool, size: int | None = None) -> dict:
         """A tree entry; `sha1` is the git blob id (of the LFS pointer for LFS files, as git has it)."""
         size = len(data_or_pointer) if size is None else size
-        return {"sha256": sha256, "sha1": git_blob_sha1(data_or_pointer), "size": size, "lfs": lfs}
+        return {"sha256": sha256, "sha1": git_hash(data_or_pointer), "size": size, "lfs": lfs}
 
     def commit(self, commit_id: str) -> dict:
         return json.loads((self.commits / f"{commit_id}.json").read_text())

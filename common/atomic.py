@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from training.errors import ConfigError
+from common.errors import ConfigError
 
 # Every folder a command replaces whole carries this file: commands delete or replace only what they
 # wrote themselves, never a folder of the user's that happens to sit where an output goes.

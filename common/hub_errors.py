@@ -10,7 +10,7 @@ but lets the HTTP library's errors through for the network (`httpx2.ConnectError
 wrapped (`LocalEntryNotFoundError`, transformers' `OSError`, a `RuntimeError` around a failed
 LFS upload). So the cause is found by walking the whole exception chain, not by the outer type.
 
-Self-contained on purpose (no imports from the rest of the project but `training.errors`): it
+Self-contained on purpose (no imports from the rest of the project but `common.errors`): it
 is shared kernel code.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from training.errors import HubError
+from common.errors import HubError
 
 T = TypeVar("T")
 
