@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import EnvironmentProblem
+from common.errors import EnvironmentProblem, UserError
 from common.hub_errors import hub_errors
 from training.config import REPO_ROOT
 
@@ -61,7 +61,9 @@ class Demo:
         result = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env)
         self.timings[label] = time.perf_counter() - start
         if result.returncode:
-            raise EnvironmentProblem(f"demo stage '{label}' failed (exit {result.returncode}); see the output above")
+            # The stage printed its own one-line error; the demo exits with the stage's code (4 for the Hub, ...).
+            raise UserError(f"demo stage '{label}' failed (exit {result.returncode}); its error is above",
+                            exit_code=result.returncode if 2 <= result.returncode <= 6 else 1)
 
     def start(self, label: str, argv: list[str], env: dict, cwd: Path, ready_url: str, timeout: float) -> None:
         print(f"\n==> {label}", flush=True)

@@ -299,7 +299,7 @@ def check_huge_history(ui, assistant, served):
     history = [{"role": role, "content": "A long turn about anaemia. " * 400} for role in ("user", "assistant") * 2000]
     history[-2:] = [{"role": "user", "content": "What is anaemia?"}, {"role": "assistant", "content": "Too few red cells."}]
     question, prompt = ui.check_input(served, "What causes scurvy?", history)  # 43 MB of history
-    assert len(prompt.input_ids) <= served.contract.generation.max_input_tokens
+    assert len(prompt.input_ids) <= served.contract.max_input_tokens
     assert "Too few red cells." in prompt_text(served, prompt) and "long turn" not in prompt_text(served, prompt)
 
 
@@ -307,14 +307,13 @@ def check_hostile_contract(ui, assistant, served):
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / assistant.CONTRACT_FILE).write_text(json.dumps({
-            "format": 1, "system_prompt": "x", "generation": {
-                "max_new_tokens": 10**6, "do_sample": False, "temperature": 1.0, "top_p": 1.0,
-                "repetition_penalty": 1.0, "max_input_tokens": 10**7}}))
-        generation = assistant.ChatContract.read(Path(folder)).generation
-    assert generation.max_new_tokens == assistant.MAX_NEW_TOKENS_CAP
-    assert generation.max_input_tokens == assistant.MAX_INPUT_TOKENS_CAP
-    assert generation.generate_kwargs()["max_new_tokens"] == assistant.MAX_NEW_TOKENS_CAP
+        (Path(folder) / assistant.CONTRACT_FILE).write_text(json.dumps(
+            {"format": 2, "system_prompt": "x", "max_input_tokens": 10**7}))
+        (Path(folder) / assistant.GENERATION_FILE).write_text(json.dumps(
+            {"max_new_tokens": 10**6, "do_sample": False, "eos_token_id": [2]}))
+        contract = assistant.ChatContract.read(Path(folder))
+    assert contract.generation.max_new_tokens == assistant.MAX_NEW_TOKENS_CAP
+    assert contract.max_input_tokens == assistant.MAX_INPUT_TOKENS_CAP
 
 
 CHAT_CASES = {

@@ -44,6 +44,13 @@ def demo(tmp_path_factory):
         proc.wait(timeout=60)
 
 
+def is_real_answer(text: str) -> bool:
+    """Words and a finished sentence, on topic: the fine-tuned SmolLM2 answers "Immediate epinephrine."
+    (the sample flashcards' answers are that short); a random-weight model produced neither."""
+    return (len(re.findall(r"[A-Za-z]{3,}", text)) >= 2 and bool(re.search(r"[.!?]\s*$", text.strip()))
+            and ("epinephrine" in text.lower() or "adrenaline" in text.lower()))
+
+
 def test_demo_prints_the_urls_and_a_timing_table(demo):
     assert demo["space"] in demo["output"]
     assert re.search(r"Adapter model card:\s+http://127\.0\.0\.1:\d+/\S+/blob/main/README\.md", demo["output"])
@@ -75,7 +82,7 @@ def test_the_demo_space_answers_through_gradio_client(demo):
     answer = Client(demo["space"], verbose=False).predict(
         "What is the first-line treatment for anaphylaxis?", api_name="/chat")
     text = answer if isinstance(answer, str) else json.dumps(answer)
-    assert len(re.findall(r"[A-Za-z]{3,}", text)) >= 5, text
+    assert is_real_answer(text), text
 
 
 @pytest.mark.browser
@@ -90,17 +97,11 @@ def test_the_running_space_answers_in_a_browser(demo):
         box.fill("What is the first-line treatment for anaphylaxis?")
         asked = time.monotonic()
         box.press("Enter")
-        answer, seen = page.locator(".bot.message").last, set()
-        while time.monotonic() - asked < 30:
+        answer, text = page.locator(".bot.message").last, ""
+        while time.monotonic() - asked < 30 and not is_real_answer(text):
             text = answer.inner_text() if answer.count() else ""
-            seen.add(text)
-            if len(re.findall(r"[A-Za-z]{3,}", text)) >= 5:
-                break
             time.sleep(0.2)
-        words = re.findall(r"[A-Za-z]{3,}", text)
-        assert len(words) >= 5, f"no answer of real words within 30 s: {text!r}"
-        expect(answer).to_contain_text(re.compile(r"[.!?]|\w{3,} \w{3,} \w{3,}"), timeout=60_000)
-        assert len(seen - {""}) >= 1
+        assert is_real_answer(text), f"no answer in real words within 30 s on 2 cores: {text!r}"
 
 
 def test_ctrl_c_stops_the_space_and_the_hub_server(demo):

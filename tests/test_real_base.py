@@ -166,7 +166,10 @@ def test_pushed_adapter_loads_by_revision_and_generates_the_same_text(real_run, 
     repo = hub_server.repo_id("real-adapter")
     api = HfApi(token=hub_token)
     api.create_repo(repo)
-    sha = api.upload_folder(repo_id=repo, folder_path=adapter, commit_message="adapter").oid
+    # peft's own README.md names the local base folder, which the Hub refuses as base_model; `push` writes
+    # a card of its own, so the adapter's files are what travels here.
+    sha = api.upload_folder(repo_id=repo, folder_path=adapter, commit_message="adapter",
+                            ignore_patterns=["README.md"]).oid
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(real_base), repo, revision=sha).eval()
     hub_tokenizer = load_tokenizer(repo, revision=sha)
     after, _ = greedy_answer(loaded, hub_tokenizer, QUESTION, max_new_tokens=48)

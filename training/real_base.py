@@ -14,7 +14,6 @@ without importing it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 from pathlib import Path
@@ -145,6 +144,8 @@ def load_dequantized(gguf: Path):
     kwargs = {"gguf_file": gguf.name}
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        if not tokenizer.chat_template:
+            raise DataError(f"{gguf}: the GGUF file carries no chat template")
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{gguf}: cannot read the GGUF model ({str(exc).splitlines()[0]})") from None
@@ -163,14 +164,5 @@ def load_dequantized(gguf: Path):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    if not tokenizer.chat_template:
-        raise DataError(f"{gguf}: the GGUF file carries no chat template")
     return model, tokenizer
 
-
-def checksum_folder(folder: Path) -> str:
-    """One sha256 over the folder's files (names and contents), for tests and provenance."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
-    return digest.hexdigest()
