@@ -106,7 +106,7 @@ def per_example(work: Path, name: str, score: str = "rougeL") -> dict[str, float
 def paired_difference(work: Path, model: str, against: str, score: str = "rougeL", resamples: int = 2000,
                       seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
     """Mean per-example difference model - against over the same test questions, with a BCa interval
-    (the project's own: training.metrics)."""
+    (training.metrics'), for comparisons `evaluate` does not make (it pairs every model with the base)."""
     from training.metrics import bca_interval
 
     a, b = per_example(work, model, score), per_example(work, against, score)
@@ -122,15 +122,14 @@ def paired_difference(work: Path, model: str, against: str, score: str = "rougeL
 
 def summary_block(comparison: dict, work: Path, adapter: str) -> dict:
     """The issue's `summary`: base vs one adapter, with the paired ROUGE-L interval."""
-    def pick(name: str) -> dict:
+    def pick(name: str, loss: float) -> dict:
         metrics = comparison["models"][name]
-        loss = None if name == "base" else run_metrics(work, name)["final_eval_loss"]
-        if name == "base":
-            first = next(iter(json.loads(p.read_text())["initial_eval_loss"]
-                              for p in sorted((work / "runs").glob("*/metrics.json"))), None)
-            loss = first  # the untrained adapter's validation loss is the base's
-        return {"eval_loss": loss, **{m: metrics[m]["value"] for m in ("rougeL", "bleu", "perplexity")
-                                      if m in metrics}}
+        return {"eval_loss": loss, **{m: metrics[m]["value"] for m in ("rougeL", "bleu", "perplexity") if m in metrics}}
 
-    return {"base": pick("base"), "adapter": {"name": adapter, **pick(adapter)},
-            "paired_rougeL": paired_difference(work, adapter, "base")}
+    run = run_metrics(work, adapter)
+    paired = comparison["paired_vs_base"][adapter]["rougeL"]  # evaluate's own paired BCa interval
+    # A fresh LoRA adapter is the identity (B = 0): its validation loss before training is the base's.
+    return {"base": pick("base", run["initial_eval_loss"]),
+            "adapter": {"name": adapter, **pick(adapter, run["final_eval_loss"])},
+            "paired_rougeL": {key: paired[key] for key in ("diff", "ci_low", "ci_high")}}
+
