@@ -45,7 +45,7 @@ case ${PART:?} in
       --medqa $D/medqa_usmle_4options_test.jsonl --work $S/quality --out $S/results/quality-h200.json > $S/quality.log 2>&1; \
       echo \$? > $S/quality.rc" &
   sleep ${WAIT_S:-420}
-  tail -4 $S/ttq.log $S/quality.log
+  tail -n 4 $S/ttq.log $S/quality.log
   ;;
 wait)
   for i in $(seq ${WAIT_S:-560}); do [[ -f $S/ttq.rc && -f $S/quality.rc ]] && break; sleep 1; done
