@@ -2,8 +2,7 @@
 
 The base model and the adapter (`repo @ revision`) come from the Space variables; the system
 prompt from the adapter's `chat_contract.json`, decoding settings (stop tokens included) from its
-`generation_config.json`; the chat template from
-the adapter's tokenizer files. The adapter is merged into the base on CPU, then the model is
+`generation_config.json`; the chat template from the adapter's tokenizer files. The adapter is merged into the base on CPU, then the model is
 moved to "cuda" at import time when CUDA is present (ZeroGPU requires both).
 
 "Compare with base" keeps a second, untouched copy of the base model rather than an unmerged

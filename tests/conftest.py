@@ -62,15 +62,13 @@ def real_base() -> Path:
     Built into the project's default artifacts/real-base (the builder is idempotent and atomic), so
     the demo, the benchmarks and later test runs reuse it instead of dequantizing again.
     """
-    import importlib.metadata
-
-    from training.real_base import DEFAULT_OUTPUT, INSTALL, PACKAGE, build_real_base
+    from common.errors import EnvironmentProblem
+    from training.real_base import DEFAULT_OUTPUT, build_real_base
 
     try:
-        importlib.metadata.distribution(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"real weights not installed: {INSTALL} (make setup does it)")
-    path, _ = build_real_base(REPO_ROOT / DEFAULT_OUTPUT)
+        path, _ = build_real_base(REPO_ROOT / DEFAULT_OUTPUT)
+    except EnvironmentProblem as exc:  # the package (or gguf) is not installed: make setup installs both
+        pytest.skip(f"real weights not installed: {exc}")
     return path
 
 

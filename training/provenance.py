@@ -15,7 +15,7 @@ from training.config import REPO_ROOT
 
 LIBRARIES = (
     "torch", "transformers", "peft", "trl", "accelerate", "datasets", "huggingface_hub",
-    "tokenizers", "bitsandbytes", "sacrebleu", "rouge-score", "gradio",
+    "tokenizers", "bitsandbytes", "sacrebleu", "rouge-score", "gradio", "gguf",
 )
 
 

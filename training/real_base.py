@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 from pathlib import Path
 
@@ -85,16 +86,8 @@ def provenance(gguf_sha256: str) -> dict:
         "source": {"package": PACKAGE, "version": PACKAGE_VERSION, "file": GGUF_IN_PACKAGE,
                    "sha256": gguf_sha256},
         "conversion": "dequantized from Q4_1 to float32 by transformers (gguf_file=...)",
-        "versions": {name: versions.get(name) for name in ("transformers", "torch", "python")}
-                    | {"gguf": _version("gguf")},
+        "versions": {name: versions.get(name) for name in ("transformers", "torch", "python", "gguf")},
     }
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def is_up_to_date(out_dir: Path, expected: dict) -> bool:
@@ -114,7 +107,7 @@ def build_real_base(out_dir: str | Path = DEFAULT_OUTPUT, gguf: str | Path | Non
     Idempotent: a folder already built from the same file with the same library versions is kept.
     """
     out_dir = Path(out_dir)
-    if _version("gguf") is None:
+    if importlib.util.find_spec("gguf") is None:
         raise EnvironmentProblem(f"reading the GGUF file needs the gguf package: {INSTALL}")
     source = Path(gguf) if gguf is not None else packaged_gguf()
     digest = check_gguf(source)
