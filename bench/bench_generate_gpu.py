@@ -8,7 +8,9 @@ base). A random model never emits eos, so every answer runs to `max_new_tokens`:
 Evaluation: `training.generation.generate` (length-sorted, left-padded batches) with the dynamic
 KV cache, then with the static cache it uses on CUDA (transformers compiles the decode step) at
 several batch sizes. Space: the Space's own `stream_generation` for one user; time to first text
-and streamed tokens/s, with the default dynamic cache and a static one.
+and streamed tokens/s, with its default fast decode loop (space/decoding.py: static cache, CUDA graph;
+`fast_decode_check` says whether its greedy tokens equal `generate`'s), then with FAST_DECODE off:
+`generate` with the dynamic cache ("dynamic") and with compiled static-cache steps.
 
     python bench/bench_generate_gpu.py --out bench/results/generate.json
     python bench/bench_generate_gpu.py --tiny --device cpu --prompts 8 --max-new-tokens 8 --batch-sizes 4 \
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -83,11 +86,13 @@ def main(argv=None) -> int:
                                     static_cache=True))
         write_json_atomic(args.out, results)
     question = rows[0]["question"]
-    # name -> (cache, compile mode): the Space's default, then compiled decode steps without and with CUDA graphs
-    for name, (cache, mode) in {"dynamic": (None, None), "static_compiled": ("static", "default"),
-                                "static_cudagraphs": ("static", "reduce-overhead")}.items():
+    # name -> (FAST_DECODE, cache, compile mode): the Space's default (space/decoding.py), then
+    # model.generate eagerly, and with compiled decode steps without and with CUDA graphs
+    for name, (fast, cache, mode) in {"fast_decode": (True, None, None), "dynamic": (False, None, None),
+                                      "static_compiled": (False, "static", "default"),
+                                      "static_cudagraphs": (False, "static", "reduce-overhead")}.items():
         results["space"][name] = guarded(
-            lambda: stream_latency(model, tokenizer, adapter_dir, question, args.stream_runs, cache, mode))
+            lambda: stream_latency(model, tokenizer, adapter_dir, question, args.stream_runs, cache, mode, fast))
         write_json_atomic(args.out, results)
     print_table(results)
     return 0
@@ -170,19 +175,22 @@ def load_space_module():
     return assistant
 
 
-def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implementation, compile_mode) -> dict:
+def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implementation, compile_mode,
+                   fast_decode: bool) -> dict:
     """One user of the Space: its own prompt building and `stream_generation` (TextIteratorStreamer on a
     reused thread, the adapter's chat contract: greedy, 256 new tokens), on the merged model.
 
     TTFT is when the first text piece reaches the caller, as a browser sees it (the streamer releases
     text at word ends). The static-cache variants set `cache_implementation` and `compile_config` on the
-    model's generation config.
+    model's generation config. The fast variant also records whether its greedy tokens equal
+    `model.generate`'s for the same prompt (`fast_decode_check`).
     """
     from transformers.generation import CompileConfig
 
     space = load_space_module()
     helper = space.Assistant(
-        config=space.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False),
+        config=space.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False,
+                                 fast_decode=fast_decode),
         adapter_sha="local", contract=space.ChatContract.read(adapter_dir), tokenizer=tokenizer,
         models={"tuned": model})
     space._LOADED[helper.key] = helper
@@ -207,9 +215,52 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
         del space._LOADED[helper.key]
     timed = measurements[1:]
     median = lambda key: round(sorted(m[key] for m in timed)[len(timed) // 2], 2)  # noqa: E731
-    return {"runs": len(timed), "prompt_tokens": len(prompt.input_ids), "tokens": timed[0]["tokens"],
-            "ttft_ms": median("ttft_ms"), "stream_tokens_per_s": median("stream_tokens_per_s"),
-            "tokens_per_s_incl_ttft": median("tokens_per_s"), "warmup_total_s": round(measurements[0]["total_s"], 2)}
+    result = {"runs": len(timed), "prompt_tokens": len(prompt.input_ids), "tokens": timed[0]["tokens"],
+              "ttft_ms": median("ttft_ms"), "stream_tokens_per_s": median("stream_tokens_per_s"),
+              "tokens_per_s_incl_ttft": median("tokens_per_s"), "warmup_total_s": round(measurements[0]["total_s"], 2)}
+    if fast_decode:
+        result["fast_decode_check"] = fast_decode_check(space, model, helper, prompt.input_ids)
+    return result
+
+
+def fast_decode_check(space, model, helper, input_ids) -> dict:
+    """The fast loop's greedy tokens against `model.generate`'s for the same prompt and settings,
+    with the CUDA graph and with the same decoder stepping eagerly: graph != eager points at the
+    capture. generate's default dynamic cache can differ in bf16 (attention over a masked static
+    cache rounds differently: on an H200, bf16 generate itself differed between its dynamic and
+    static caches from token 15, fp32 did not), so the exact reference is generate with a static
+    cache, uncompiled."""
+    import copy
+
+    from transformers import TextIteratorStreamer
+
+    decoding, generation = space.decoding, helper.contract.generation
+    ids = torch.tensor([input_ids], device=model.device)
+    capacity = helper.contract.max_input_tokens + generation.max_new_tokens
+    settings = decoding.decode_settings(generation, model)
+
+    def fast(decoder) -> list[int]:
+        streamer = TextIteratorStreamer(helper.tokenizer, skip_prompt=True)
+        return decoder.generate(ids, settings, streamer, threading.Event()).new_ids
+
+    pool = decoding.pool_state(model)  # the decoder(s) the timed runs used
+    static = copy.deepcopy(generation)
+    static.cache_implementation, static.disable_compile = "static", True
+    with torch.inference_mode():
+        expected, expected_static = (
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)[
+                0, ids.shape[-1]:].tolist() for config in (generation, static))
+    decoder = decoding.Decoder(model, capacity)
+    graphed = fast(decoder)
+    decoder.graph = None  # the same cache and buffers, stepped eagerly
+    eager = fast(decoder)
+    same_prefix = next((i for i, (a, b) in enumerate(zip(graphed, expected)) if a != b),
+                       min(len(graphed), len(expected)))
+    return {"greedy_equals_generate_static_cache": graphed == expected_static,
+            "greedy_equals_generate": graphed == expected, "matching_prefix_tokens": same_prefix,
+            "tokens": len(graphed), "graph_equals_eager": graphed == eager,
+            "eager_equals_generate": eager == expected,
+            "cuda_graph_captured": pool["cuda_graphs"] > 0, "pool": pool}
 
 
 def print_table(results) -> None:
@@ -223,6 +274,8 @@ def print_table(results) -> None:
         print(f"  {name:24} " + (f"ERROR {r['error'][:90]}" if "error" in r else
                                  f"TTFT {r['ttft_ms']:.1f} ms, {r['stream_tokens_per_s']:.1f} tok/s streamed, "
                                  f"{r['tokens']} tokens"))
+        if "fast_decode_check" in r:
+            print(f"  {'':24} {r['fast_decode_check']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The Space's entry point (`app_file`): load the model named by the Space variables, serve it.
 
 Variables: BASE_MODEL, BASE_REVISION, ADAPTER_REPO, ADAPTER_REVISION (default `main`, the
-best experiment), optional COMPARE_WITH_BASE, CONCURRENCY_LIMIT, QUEUE_SIZE. A private
+best experiment), optional COMPARE_WITH_BASE, CONCURRENCY_LIMIT, QUEUE_SIZE, FAST_DECODE. A private
 adapter repo needs the HF_TOKEN secret, read by huggingface_hub and never shown. When they are
 wrong (a private adapter without a usable token, an unknown revision, a missing base) the page
 says so instead of the chat, and so does one `error:` line in the log.

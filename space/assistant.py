@@ -2,7 +2,9 @@
 
 The base model and the adapter (`repo @ revision`) come from the Space variables; the system
 prompt from the adapter's `chat_contract.json`, decoding settings (stop tokens included) from its
-`generation_config.json`; the chat template from the adapter's tokenizer files. The adapter is merged into the base on CPU, then the model is
+`generation_config.json`; the chat template from the adapter's tokenizer files. Answers are decoded
+by decoding.py's CUDA-graph loop (Space variable FAST_DECODE, on by default), or by
+`model.generate` for what that loop does not take. The adapter is merged into the base on CPU, then the model is
 moved to "cuda" at import time when CUDA is present (ZeroGPU requires both).
 
 "Compare with base" keeps a second, untouched copy of the base model rather than an unmerged
@@ -39,6 +41,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+import decoding
 from safety import clean_text
 
 CONTRACT_FILE = "chat_contract.json"
@@ -66,6 +69,7 @@ class SpaceConfig:
     compare_with_base: bool = True
     concurrency_limit: int = 4
     queue_size: int = 64
+    fast_decode: bool = True  # decoding.py's CUDA-graph loop; off: model.generate for every request
 
     @classmethod
     def from_env(cls, env: os._Environ | dict = os.environ) -> "SpaceConfig":
@@ -80,6 +84,7 @@ class SpaceConfig:
             compare_with_base=env.get("COMPARE_WITH_BASE", "1") not in ("0", "false", "False"),
             concurrency_limit=_positive_int(env, "CONCURRENCY_LIMIT", 4),
             queue_size=_positive_int(env, "QUEUE_SIZE", 64),
+            fast_decode=env.get("FAST_DECODE", "1") not in ("0", "false", "False"),
         )
 
 
@@ -344,6 +349,24 @@ def _generation_threads(workers: int) -> ThreadPoolExecutor:
         return pool
 
 
+def generate_answer(assistant: Assistant, model, ids: torch.Tensor, streamer,
+                    stop_criterion: _StopWhenSet) -> list[int]:
+    """The new token ids, streamed: by decoding.py's fast loop when FAST_DECODE is on and it can take
+    the request (supported settings, a free decoder), else by `model.generate` as before."""
+    generation = assistant.contract.generation
+    if assistant.config.fast_decode:
+        answer = decoding.generate_fast(
+            model, ids, generation, streamer, stop_criterion.event,
+            capacity=assistant.contract.max_input_tokens + generation.max_new_tokens,  # both already capped
+            decoders_per_model=assistant.config.concurrency_limit)
+        if answer is not None:
+            stop_criterion.fired = answer.stopped
+            return answer.new_ids
+    output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([stop_criterion]), generation_config=generation)
+    return output[0, ids.shape[-1]:].tolist()
+
+
 @gpu.gpu_task(duration=GPU_SECONDS)
 def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) -> Iterator[str]:
     """New text pieces as they are generated. Closing the generator (Stop, a closed
@@ -359,13 +382,7 @@ def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) ->
     def run() -> None:
         try:
             with torch.inference_mode():
-                outcome["ids"] = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([stop_criterion]),
-                    generation_config=assistant.contract.generation,
-                )
+                outcome["new_ids"] = generate_answer(assistant, model, ids, streamer, stop_criterion)
         except BaseException as error:  # re-raised in the caller's thread below
             outcome["error"] = error
             streamer.end()
@@ -381,7 +398,7 @@ def stream_generation(assistant_key: str, variant: str, input_ids: list[int]) ->
     finally:
         stop.set()
         generation.result()
-        new_tokens = outcome["ids"].shape[-1] - len(input_ids) if "ids" in outcome else 0
+        new_tokens = len(outcome.get("new_ids", ()))
         assistant.stats.record(new_tokens, stopped_early=stop_criterion.fired)
     if "error" in outcome:
         raise outcome["error"]

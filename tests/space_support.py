@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "space"
-SPACE_MODULES = ("app", "assistant", "ui", "safety", "gpu")
+SPACE_MODULES = ("app", "assistant", "ui", "safety", "gpu", "decoding")
 CHROMIUM = Path("/usr/bin/chromium")
 # A closed network: no update checks, no background fetches.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
