@@ -52,6 +52,12 @@ VARIANTS = {
     "bf16_no_liger_adapter_casts": {"quantization": "none", "liger_kernels": False, ADAPTER_CASTS: True},
     "bf16_sequences_b4x2": {"quantization": "none", "batch_tokens": None},  # the notebook's batches, padding-free
     "cpu_packed": {"quantization": "none", "batch_tokens": 1024, "padding_free": True},  # smoke test
+    # the default step size (AUTO_BATCH_TOKENS on one GPU), eager and with compiled decoder layers (which go
+    # without Liger: training.compiled.settle_compilation)
+    "bf16_8k": {"quantization": "none", "batch_tokens": 8192, "compile_layers": False},
+    "bf16_8k_compiled": {"quantization": "none", "batch_tokens": 8192, "compile_layers": True},
+    "qlora_8k": {"quantization": "nf4", "batch_tokens": 8192, "compile_layers": False},
+    "qlora_8k_compiled": {"quantization": "nf4", "batch_tokens": 8192, "compile_layers": True},
 }
 
 PROFILED_STEPS = 3
@@ -123,7 +129,9 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
     from training.hardware import plan_hardware
     from training.train import (
         adapter_input_casts_skipped, batching_summary, build_model, build_trainer, load_splits, load_tokenizer,
+        planned_steps,
     )
+    from training.compiled import settle_compilation
 
     settings = {"base_model": str(base_dir), "base_revision": None, "data_dir": str(data_dir),
                 "runs_dir": str(args.work_dir / "runs"), "epochs": 1000,
@@ -138,6 +146,7 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
     profile_to = args.out.with_name(f"profile_{name}.txt") if name in args.profile else None
     timer = StepTimer(args.warmup, args.steps, device, profile_to)
     trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=False, callbacks=[timer])
+    hardware = settle_compilation(config, hardware, trainer, planned_steps(trainer))
     casts_skipped = nullcontext() if VARIANTS[name].get(ADAPTER_CASTS) else adapter_input_casts_skipped(model, hardware)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -148,13 +157,16 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
     outcome = {
         "settings": VARIANTS[name], "batching": batching_summary(config, hardware, trainer),
         "hardware": {"quantization": "nf4" if hardware.quantize else "none", "precision": hardware.precision,
-                     "padding_free": hardware.padding_free, "liger_kernels": hardware.liger},
+                     "padding_free": hardware.padding_free, "liger_kernels": hardware.liger,
+                     "compile_layers": hardware.compile_layers},
         "tokens_per_s": round(timer.tokens / timer.seconds, 1), "timed_tokens": timer.tokens,
         "timed_seconds": round(timer.seconds, 3), "warmup_seconds": round(timer.start - started, 2),
         "steps_per_epoch": math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps),
         "peak_memory_gb": peak_memory_gb(device),
         "step_losses": losses, "fixed_batch": timer.fixed_batch,
     }
+    if hardware.compile_layers:  # dynamo's counters: all layers and step lengths share one compilation
+        outcome["compile"] = {key: int(value) for key, value in torch._dynamo.utils.counters["stats"].items()}
     del trainer, model
     shutil.rmtree(config.run_dir, ignore_errors=True)
     return outcome
@@ -163,7 +175,7 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
 class StepTimer(TrainerCallback):
     """Times optimizer steps warmup+1 .. warmup+steps and counts the Trainer's tokens over them; checks the
     first batch's loss and gradient norm with every kernel the Trainer applies (Liger), under its autocast;
-    then, when `profile_to` is given, profiles `PROFILED_STEPS` more steps (a table by GPU time)."""
+    then, when `profile_to` is given, profiles `PROFILED_STEPS` more steps (tables by GPU and by host time)."""
 
     def __init__(self, warmup: int, steps: int, device, profile_to: Path | None = None):
         self.warmup, self.steps, self.device, self.profile_to = warmup, steps, device, profile_to
@@ -193,8 +205,11 @@ class StepTimer(TrainerCallback):
             if self.profiler:
                 synchronize(self.device)
                 self.profiler.stop()
-                table = self.profiler.key_averages().table(sort_by="cuda_time_total", row_limit=40)
-                self.profile_to.write_text(f"{PROFILED_STEPS} optimizer steps\n{table}\n", encoding="utf-8")
+                averages = self.profiler.key_averages()
+                by_gpu = averages.table(sort_by="cuda_time_total", row_limit=40)
+                by_cpu = averages.table(sort_by="self_cpu_time_total", row_limit=25)  # where the host's time goes
+                self.profile_to.write_text(f"{PROFILED_STEPS} optimizer steps, by GPU time\n{by_gpu}\n\n"
+                                           f"by host (self CPU) time\n{by_cpu}\n", encoding="utf-8")
 
 
 def summarize(result: dict) -> str:

@@ -122,3 +122,34 @@ def test_cpu_padding_free_needs_no_varlen_attention(monkeypatch):
     torch_without_varlen(monkeypatch)
     plan = plan_hardware(ExperimentConfig(name="cpu", quantization="none", liger_kernels=False, padding_free=True))
     assert (plan.device, plan.padding_free) == ("cpu", True)
+
+
+@pytest.mark.parametrize("settings, compiles", [
+    ({}, True),  # the default on a GPU: packed bf16 steps
+    ({"quantization": "nf4"}, True),  # QLoRA too (bench/README.md)
+    ({"gradient_checkpointing": True}, False),
+    ({"batch_tokens": None}, False),  # batches of sequences
+    ({"liger_kernels": True}, False),  # asked-for Liger needs the eager layers
+    ({"compile_layers": False}, False),
+])
+def test_compile_layers_auto_on_a_gpu(monkeypatch, settings, compiles):
+    fake_gpu(monkeypatch, (9, 0))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a, **k: object())  # bitsandbytes, liger present
+    config = ExperimentConfig(name="gpu", **{"quantization": "none", **settings})
+    assert plan_hardware(config).compile_layers is compiles
+
+
+@pytest.mark.parametrize("gpu, settings, refusal", [
+    (None, {}, "compile_layers needs a CUDA GPU and packed steps"),
+    ((9, 0), {"batch_tokens": None}, "compile_layers needs a CUDA GPU and packed steps"),
+    ((9, 0), {"gradient_checkpointing": True}, "compile_layers does not combine with gradient_checkpointing"),
+    ((9, 0), {"liger_kernels": True}, "liger_kernels and compile_layers do not combine"),
+])
+def test_compile_layers_true_is_refused_where_it_cannot_work(monkeypatch, gpu, settings, refusal):
+    from common.errors import EXIT_ENV, EnvironmentProblem
+
+    fake_gpu(monkeypatch, gpu)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a, **k: object())
+    with pytest.raises(EnvironmentProblem) as raised:
+        plan_hardware(ExperimentConfig(name="c", quantization="none", compile_layers=True, **settings))
+    assert raised.value.exit_code == EXIT_ENV and refusal in str(raised.value) and "\n" not in str(raised.value)

@@ -10,14 +10,15 @@ from training.hardware import Hardware
 CPU = Hardware("cpu", quantize=False, precision="fp32", world_size=1)
 
 # Fields the trainer gets through the hardware plan or the batching rule, not as they are: the SFTConfig
-# argument that shows each (with the CPU plan above; quantization, padding_free, batch_tokens, lr_scaling and
-# liger_kernels act only on a GPU and are covered by tests/test_train.py and tests/test_packing.py).
+# argument that shows each (with the CPU plan above; quantization, padding_free, batch_tokens, lr_scaling,
+# liger_kernels and compile_layers act only on a GPU and are covered by tests/test_train.py,
+# tests/test_packing.py and tests/test_compiled.py).
 THROUGH_THE_PLAN = {
     "name": "output_dir", "runs_dir": "output_dir",
     "per_device_batch_size": "per_device_train_batch_size", "effective_batch_size": "gradient_accumulation_steps",
     "precision": "use_cpu",
 }
-GPU_ONLY = {"quantization", "padding_free", "batch_tokens", "lr_scaling", "liger_kernels"}
+GPU_ONLY = {"quantization", "padding_free", "batch_tokens", "lr_scaling", "liger_kernels", "compile_layers"}
 # Not trainer settings: the card, the model and data, the adapter and how it answers.
 NOT_TRAINER = {"description", "base_model", "base_revision", "data_dir", "lora", "generation"}
 

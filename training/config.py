@@ -184,6 +184,12 @@ class ExperimentConfig(StrictModel):
         "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary; same math) on a CUDA GPU, "
         "through trl; auto: when the liger-kernel package is installed",
     )
+    compile_layers: Literal["auto"] | bool = Field(
+        "auto", description="torch.compile each decoder layer for the training steps (training/compiled.py: "
+        "fewer, fused kernel launches; validation and generation stay eager; Liger is then off); needs a CUDA GPU "
+        "and packed steps. auto: on for runs of at least training.compiled.COMPILE_MIN_STEPS steps, without "
+        "gradient_checkpointing or an explicit liger_kernels: true",
+    )
     eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps", json_schema_extra=sft("eval_steps"))
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps",
                                json_schema_extra=sft("logging_steps"))

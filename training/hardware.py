@@ -28,6 +28,7 @@ class Hardware:
     padding_free: bool = False  # micro-batches as one unpadded row (training/packing.py)
     batch_tokens: int | None = None  # packed rows: tokens per device per optimizer step (None: sequences)
     liger: bool = False  # Liger's fused kernels
+    compile_layers: bool = False  # training/compiled.py
 
     @property
     def dtype(self):
@@ -129,7 +130,30 @@ def plan_hardware(config: ExperimentConfig) -> Hardware:
     elif liger and importlib.util.find_spec("liger_kernel") is None:
         raise EnvironmentProblem(f"{where}: liger_kernels needs the liger-kernel package "
                                  "(pip install liger-kernel); use auto or false")
-    return Hardware("cuda" if cuda else "cpu", quantize, precision, processes, padding_free, batch_tokens, liger)
+    compile_layers = plan_compile_layers(config, cuda, bool(batch_tokens), where)
+    return Hardware("cuda" if cuda else "cpu", quantize, precision, processes, padding_free, batch_tokens, liger,
+                    compile_layers)
+
+
+def plan_compile_layers(config: ExperimentConfig, cuda: bool, packed: bool, where: str) -> bool:
+    """Whether the run may compile its layers (training.compiled.settle_compilation decides once the run's
+    length is known). auto: packed steps on CUDA without checkpointing, in bf16/fp16 or QLoRA (what
+    bench/README.md measured); true is refused where it cannot work (no CUDA, batches of sequences, checkpointing,
+    Liger asked for)."""
+    if config.compile_layers == "auto":  # an explicit liger_kernels: true keeps the eager layers Liger needs
+        return cuda and packed and not config.gradient_checkpointing and config.liger_kernels is not True
+    if not config.compile_layers:
+        return False
+    if not (cuda and packed):
+        raise EnvironmentProblem(f"{where}: compile_layers needs a CUDA GPU and packed steps (batch_tokens); "
+                                 "use auto or false")
+    if config.gradient_checkpointing:
+        raise EnvironmentProblem(f"{where}: compile_layers does not combine with gradient_checkpointing; "
+                                 "turn one off")
+    if config.liger_kernels is True:
+        raise EnvironmentProblem(f"{where}: liger_kernels and compile_layers do not combine (Liger's Triton "
+                                 "kernels fail under torch.compile); set one of them to auto or false")
+    return True
 
 
 def plan_padding_free(config: ExperimentConfig, cuda: bool, where: str) -> bool:
