@@ -21,7 +21,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.quality_runs import FLASHCARDS, MEDQA, Run, evaluate, prepare, run_metrics, summary_block, train  # noqa: E402
+from bench.quality_runs import (  # noqa: E402
+    FLASHCARDS, MEDQA, Run, base_record, evaluate, prepare, run_metrics, summary_block, train,
+)
 from common.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions, sha256_file  # noqa: E402
 
@@ -54,19 +56,20 @@ def main(argv=None) -> int:
     train_s = train(setting["runs"], args.base, data, work, logs, setting["concurrency"])
     names = [run.name for run in setting["runs"]]
     comparison = evaluate(names, args.base, data, work, logs, args.medqa if setting["medqa"] else None)
-    best = min(names, key=lambda n: run_metrics(work, n)["final_eval_loss"])
+    metrics = {name: run_metrics(work, name) for name in names}
+    best = min(names, key=lambda n: metrics[n]["final_eval_loss"])
     record = {
         "benchmark": f"quality of fine-tuning on real weights ({args.setting})",
         "summary": {**summary_block(comparison, work, best), "wall_s": round(time.perf_counter() - start, 1)},
         "models": comparison["models"],
         "paired_vs_base": comparison.get("paired_vs_base"),
         "runs": {n: {"settings": r.settings, "train_wall_s": round(train_s[n], 1),
-                     "final_eval_loss": run_metrics(work, n)["final_eval_loss"],
-                     "eval_loss": run_metrics(work, n)["eval_loss"], "batching": run_metrics(work, n).get("batching")}
+                     "final_eval_loss": metrics[n]["final_eval_loss"],
+                     "eval_loss": metrics[n]["eval_loss"], "batching": metrics[n].get("batching")}
                  for n, r in zip(names, setting["runs"])},
         "data": json.loads((data / "data_report.json").read_text())["splits"],
         "inputs": {"flashcards_sha256": sha256_file(args.flashcards),
-                   "base": json.loads((args.base / "real_base.json").read_text())},
+                   "base": base_record(args.base)},
         "hardware": hardware(), "versions": library_versions(),
     }
     write_json_atomic(out, record)

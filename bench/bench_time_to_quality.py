@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.quality_runs import (  # noqa: E402
-    FLASHCARDS, MEDQA, Run, evaluate, paired_difference, prepare, run_metrics, time_to_loss, train,
+    FLASHCARDS, MEDQA, Run, base_record, evaluate, paired_difference, prepare, run_metrics, time_to_loss, train,
 )
 from common.atomic import write_json_atomic  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
@@ -91,11 +91,6 @@ def main(argv=None) -> int:
     print(json.dumps({n: {k: r.get(k) for k in ("final_eval_loss", "time_to_reference_loss_s", "train_seconds",
                                                  "rougeL")} for n, r in runs.items()}, indent=1))
     return 0
-
-
-def base_record(base: Path) -> dict:
-    path = base / "real_base.json"
-    return json.loads(path.read_text()) if path.exists() else {"path": str(base)}
 
 
 def summarise_run(work: Path, run: Run, target: float, wall_s: float) -> dict:

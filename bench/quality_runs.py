@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared" / "data"
 FLASHCARDS = SHARED / "flashcards" / "medical_flashcards_test_3396.json"
@@ -77,13 +75,18 @@ def train(runs: list[Run], base: Path, data: Path, work: Path, logs: Path, concu
         return dict(pool.map(one, runs))
 
 
-def evaluate(names: list[str], base: Path, data: Path, work: Path, logs: Path, medqa: Path | None,
-             extra: list[str] = ()) -> dict:
+def evaluate(names: list[str], base: Path, data: Path, work: Path, logs: Path, medqa: Path | None) -> dict:
     settings = [f"data_dir={data}", f"runs_dir={work / 'runs'}", f"output_dir={work / 'eval'}",
                 f"models={','.join(['base', *names])}", f"medqa={medqa if medqa else 'null'}", f"base_model={base}"]
-    cli(["training", "evaluate", *[arg for setting in settings for arg in ("--set", setting)], *extra],
+    cli(["training", "evaluate", *[arg for setting in settings for arg in ("--set", setting)]],
         logs / f"evaluate-{'-'.join(names) or 'base'}.log")
     return json.loads((work / "eval" / "comparison.json").read_text())
+
+
+def base_record(base: Path) -> dict:
+    """The real base's provenance (real_base.json), or its path when it has none."""
+    path = base / "real_base.json"
+    return json.loads(path.read_text()) if path.exists() else {"path": str(base)}
 
 
 def run_metrics(work: Path, name: str) -> dict:
@@ -105,19 +108,15 @@ def per_example(work: Path, name: str, score: str = "rougeL") -> dict[str, float
 
 def paired_difference(work: Path, model: str, against: str, score: str = "rougeL", resamples: int = 2000,
                       seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
-    """Mean per-example difference model - against over the same test questions, with a BCa interval
-    (training.metrics'), for comparisons `evaluate` does not make (it pairs every model with the base)."""
-    from training.metrics import bca_interval
+    """Mean per-example difference model - against over the same test questions, with training.metrics'
+    paired BCa interval, for comparisons `evaluate` does not make (it pairs every model with the base)."""
+    from training import metrics as M
 
     a, b = per_example(work, model, score), per_example(work, against, score)
     ids = sorted(set(a) & set(b))
-    diffs = np.array([a[i] - b[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    resampled = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(axis=1)
-    jackknife = (diffs.sum() - diffs) / (len(diffs) - 1)
-    low, high = bca_interval(float(diffs.mean()), resampled, jackknife, confidence)
-    return {"diff": round(float(diffs.mean()), 5), "ci_low": round(float(low), 5), "ci_high": round(float(high), 5),
-            "n": len(ids)}
+    paired = M.paired_bootstrap(M.mean([a[i] for i in ids]), M.mean([b[i] for i in ids]),
+                                M.resample_counts(len(ids), resamples, seed), confidence)
+    return {key: round(float(value), 5) for key, value in paired.items()} | {"n": len(ids)}
 
 
 def summary_block(comparison: dict, work: Path, adapter: str) -> dict:

@@ -68,11 +68,13 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None = None, act
 
 @contextlib.contextmanager
 def hub_errors(repo_id: str, revision: str | None = None, action: str = "cannot reach", token: str | None = None,
-               missing: str | None = None, target: str | None = None) -> Iterator[None]:
+               missing: str | None = None, target: str | None = None,
+               also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Turn the Hub and network failures of the block into one-line HubErrors; anything else propagates.
 
     `missing` replaces "repository not found ..." where the caller knows better (a source that may
-    also have been meant as a local file).
+    also have been meant as a local file). `also`: exception types that, unrecognised, still mean the
+    download failed (datasets and snapshot_download raise many kinds of OSError for "cannot get the files").
     """
     bound_timeouts()
     try:
@@ -80,7 +82,7 @@ def hub_errors(repo_id: str, revision: str | None = None, action: str = "cannot 
     except HubError:
         raise
     except Exception as exc:
-        if explain(exc, repo_id, revision, missing) is None:
+        if explain(exc, repo_id, revision, missing) is None and not isinstance(exc, also):
             raise
         raise hub_error(exc, repo_id, revision, action, token, missing, target) from None
 
@@ -250,8 +252,8 @@ def _endpoint(chain) -> str:
 
 
 def _server_message(exc) -> str:
-    return (getattr(exc, "server_message", None) or "").strip().splitlines()[0][:200] if getattr(
-        exc, "server_message", None) else ""
+    lines = (getattr(exc, "server_message", None) or "").strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 def _has_token() -> bool:

@@ -81,11 +81,16 @@ class SpaceConfig:
             adapter_repo=env["ADAPTER_REPO"],
             base_revision=env.get("BASE_REVISION") or None,
             adapter_revision=env.get("ADAPTER_REVISION") or "main",
-            compare_with_base=env.get("COMPARE_WITH_BASE", "1") not in ("0", "false", "False"),
+            compare_with_base=_flag(env, "COMPARE_WITH_BASE"),
             concurrency_limit=_positive_int(env, "CONCURRENCY_LIMIT", 4),
             queue_size=_positive_int(env, "QUEUE_SIZE", 64),
-            fast_decode=env.get("FAST_DECODE", "1") not in ("0", "false", "False"),
+            fast_decode=_flag(env, "FAST_DECODE"),
         )
+
+
+def _flag(env, name: str) -> bool:
+    """A Space variable that is on unless set to 0 or false."""
+    return env.get(name, "1") not in ("0", "false", "False")
 
 
 def _positive_int(env, name: str, default: int) -> int:

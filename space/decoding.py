@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import re
@@ -79,36 +80,48 @@ def _library_defaults() -> dict | None:
     return defaults() if callable(defaults) else None
 
 
-def resolved(generation: GenerationConfig, model=None) -> GenerationConfig | None:
+@functools.cache  # fixed for the process
+def _version_problem() -> str | None:
+    major_minor = tuple(int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
+    if major_minor < VERIFIED_TRANSFORMERS:
+        return f"transformers {transformers.__version__} (checked against >= {'.'.join(map(str, VERIFIED_TRANSFORMERS))})"
+    if _library_defaults() is None:
+        return "transformers' default generation settings are not readable"
+    return None
+
+
+@functools.cache
+def _neutral_values() -> dict:
+    """Every setting's value when nobody sets it: what a setting outside HANDLED | INERT must keep."""
+    neutral = GenerationConfig()
+    neutral.update(**_library_defaults(), defaults_only=True)
+    return neutral.to_dict()
+
+
+def resolved(generation: GenerationConfig, model=None) -> GenerationConfig:
     """`generation` completed as `generate` completes it: unset (None) settings from the model's
     own generation config, then transformers' defaults (e.g. top_k 50 when sampling)."""
-    defaults = _library_defaults()
-    if defaults is None:
-        return None
     config = copy.deepcopy(generation)
     if model is not None:
         config.update(**model.generation_config.to_dict(), defaults_only=True)
-    config.update(**defaults, defaults_only=True)
+    config.update(**_library_defaults(), defaults_only=True)
     return config
+
+
+def _unsupported(config: GenerationConfig) -> list[str]:
+    """The settings of a resolved config that this loop does not implement."""
+    neutral = _neutral_values()
+    problems = [key for key, value in config.to_dict().items()
+                if key not in HANDLED | INERT and value != neutral.get(key)]
+    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
+        problems.append("max_new_tokens")
+    return problems
 
 
 def unsupported_settings(generation: GenerationConfig, model=None) -> list[str]:
     """The settings of `generation` that this loop does not implement (empty: it runs them exactly)."""
-    major_minor = tuple(int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
-    if major_minor < VERIFIED_TRANSFORMERS:
-        verified = ".".join(map(str, VERIFIED_TRANSFORMERS))
-        return [f"transformers {transformers.__version__} (checked against >= {verified})"]
-    config = resolved(generation, model)
-    if config is None:
-        return ["transformers' default generation settings are not readable"]
-    neutral = GenerationConfig()
-    neutral.update(**_library_defaults(), defaults_only=True)
-    neutral_values = neutral.to_dict()
-    problems = [key for key, value in config.to_dict().items()
-                if key not in HANDLED | INERT and value != neutral_values.get(key)]
-    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 1:
-        problems.append("max_new_tokens")
-    return problems
+    problem = _version_problem()
+    return [problem] if problem else _unsupported(resolved(generation, model))
 
 
 def supports(generation: GenerationConfig, model=None) -> bool:
@@ -119,9 +132,11 @@ def supports(generation: GenerationConfig, model=None) -> bool:
 def decode_settings(generation: GenerationConfig, model=None) -> DecodeSettings | None:
     """The settings to run, None when they are not all supported. The processors are those
     `generate` builds, in its order (repetition penalty; then, sampling only, temperature, top-k, top-p)."""
-    if not supports(generation, model):
+    if _version_problem():
         return None
     config = resolved(generation, model)
+    if _unsupported(config):
+        return None
     processors = LogitsProcessorList()
     if config.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))

@@ -181,7 +181,7 @@ class Emergency:
 
     name: str
     guidance: str
-    alone: tuple[tuple[re.Pattern[str], ...], ...]
+    alone: tuple[tuple[re.Pattern[str], ...], ...] = ()
     in_situation: tuple[tuple[re.Pattern[str], ...], ...] = ()
 
     def matches(self, text: str, situation: bool) -> bool:
@@ -207,7 +207,7 @@ _DRUGS = (r"(?:acetaminophen|paracetamol|tylenol|panadol|ibuprofen|advil|motrin|
           r"edibles?|gumm(?:y|ies)|cannabis|weed|marijuana|thc|co ?codamol|cocaine|meth|mdma|ecstasy|molly|ketamine|ghb|clonidine|iron|vitamins|"
           r"(?:sleeping|sleep|blood pressure|heart|pain|diet|birth control|water|thyroid|seizure) "
           r"(?:pills|tablets|meds|medication|medicine))")
-_DOSE_UNITS = r"(?:pills?|tablets?|tabs|capsules?|caps|gummies|doses|meds|medications?|medicines?|<DRUGS>)"
+_DOSE_UNITS = r"(?:pills?|tablets?|tabs|capsules?|caps|gummies|doses|meds|medications?|medicines?|" + _DRUGS + ")"
 _POISONS = (r"(?:bleach|drain cleaner|drano|draino|antifreeze|anti freeze|coolant|lye|ammonia|detergent|"
             r"laundry (?:pods?|capsules?|detergent|tablets?)|(?:dishwasher|tide|detergent) (?:pods?|tablets?)|"
             r"oven cleaner|toilet (?:bowl )?cleaner|cleaning (?:products?|fluid|liquid|spray|chemicals?|stuff)|"
@@ -434,7 +434,7 @@ _EMERGENCIES: tuple[Emergency, ...] = (
         "swallowed button battery, go to an emergency department at once.",
         alone=_groups(
             rf"\b{_INGEST} (?:\w+ ){{0,4}}?{_POISONS}\b",
-            rf"\b{_INGEST} (?:\w+ ){{0,3}}?<NUM5> (?:\w+ ){{0,3}}?{_DOSE_UNITS}\b".replace("<DRUGS>", _DRUGS),
+            rf"\b{_INGEST} (?:\w+ ){{0,3}}?<NUM5> (?:\w+ ){{0,3}}?{_DOSE_UNITS}\b",
             rf"\b{_INGEST} (?:\w+ ){{0,2}}?<NUM5> (?:of )?(?:\w+ )?{_DRUGS}\b",
             r"\b(?:overdosed|overdosing|oded|poisoned|poisoning (?:my|him|her|them)self)\b|\b(?:odd|od) on\b"
             r"|\b(?:he|she|i|they|just|friend|has|have|had|may have|might have) (?:odd|od)\b",
@@ -593,7 +593,6 @@ _EMERGENCIES: tuple[Emergency, ...] = (
              r"wont fade|dont fade|non ?blanching|glass test|mottled|blue|no wet|dry (?:diapers|nappies)|"
              r"refus\w+ (?:\w+ )?(?:feeds?|to feed|bottle|breast)|wont wake|fast breathing|breathing fast)\b"),
         ),
-        alone=(),
     ),
     Emergency(
         "meningitis_sepsis",
@@ -609,7 +608,6 @@ _EMERGENCIES: tuple[Emergency, ...] = (
              r"\b(?:mottled|blotchy skin|cold (?:hands|feet|skin)|confus\w*|not making sense|shivering uncontrollably|"
              r"rigors|very fast breathing|blue|slurr\w*|not peed|no urine|sepsis|septic)\b"),
         ),
-        alone=(),
     ),
     Emergency(
         "drowning",
@@ -684,7 +682,6 @@ _EMERGENCIES: tuple[Emergency, ...] = (
             r"\b(?:pain\w*|hurts?|hurting|ache|aching|agony|swollen|swelling|swell|twisted|twist|torsion|"
             r"killing|tender|higher|high up|riding high|throbbing|purple|bruised)\b",
         )),
-        alone=(),
     ),
     Emergency(
         "other",

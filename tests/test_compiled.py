@@ -69,11 +69,11 @@ def test_compiled_layers_train_as_the_eager_ones_and_compile_once(tiny_base):
     assert stats["unique_graphs"] == graphs[-1]
 
 
-def planned(steps_per_epoch_rows: int, epochs: float = 3, max_steps: int = -1):
+def planned(rows: int, epochs: float = 3, max_steps: int = -1):
     """A trainer's view of a packed run: `rows` packed rows, 16 a step, one process."""
     args = SimpleNamespace(max_steps=max_steps, per_device_train_batch_size=16, world_size=1,
                            gradient_accumulation_steps=1, num_train_epochs=epochs, use_liger_kernel=True)
-    return SimpleNamespace(args=args, train_dataset=range(steps_per_epoch_rows))
+    return SimpleNamespace(args=args, train_dataset=range(rows))
 
 
 def test_planned_steps_count_the_runs_optimizer_steps():

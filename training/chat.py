@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from common.atomic import write_json_atomic
 from common.errors import ConfigError, DataError
-from common.hub_errors import hub_error, hub_errors
+from common.hub_errors import first_line, hub_errors
 from training.config import GenerationConfig
 
 # TinyLlama-1.1B-Chat-v1.0's (Zephyr-style) template, re-typed so the tiny base speaks the same format.
@@ -170,7 +170,7 @@ def read_generation_config(folder: str | Path):
     try:
         return HFGenerationConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable generation config ({_first_line(exc)})") from None
+        raise DataError(f"{path}: unreadable generation config ({first_line(exc)})") from None
 
 
 def load_tokenizer(name: str | Path, revision: str | None = None):
@@ -190,7 +190,7 @@ def load_tokenizer(name: str | Path, revision: str | None = None):
         try:
             tokenizer = _tokenizer_class(folder).from_pretrained(str(folder))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"tokenizer {name}: cannot load ({_first_line(exc)})") from None
+            raise ConfigError(f"tokenizer {name}: cannot load ({first_line(exc)})") from None
     if not tokenizer.chat_template:
         # Every prompt, label mask and stop token here comes from the template: there is no fallback.
         raise ConfigError(f"tokenizer {name}: no chat template (tokenizer_config.json or chat_template.jinja); "
@@ -205,7 +205,7 @@ def _local_folder(name: str | Path, revision: str | None) -> Path:
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
     try:
-        with hub_errors(str(name), revision, "cannot download tokenizer"):
+        with hub_errors(str(name), revision, "cannot download tokenizer", also=(OSError,)):
             try:
                 return Path(snapshot_download(str(name), revision=revision, allow_patterns=_TOKENIZER_FILES))
             except RepositoryNotFoundError as exc:
@@ -214,8 +214,6 @@ def _local_folder(name: str | Path, revision: str | None) -> Path:
                 raise ConfigError(f"tokenizer {name}: not a local folder, and not found on the Hub") from None
     except HFValidationError:
         raise ConfigError(f"tokenizer {name}: not a local folder, and not found on the Hub") from None
-    except OSError as exc:  # not one the mapping knows: still a download that failed
-        raise hub_error(exc, str(name), revision, "cannot download tokenizer") from None
 
 
 def _tokenizer_class(folder: Path):
@@ -256,7 +254,3 @@ def _merge_pair(merge: str | list[str], vocab: dict[str, int], name) -> list[str
         raise ConfigError(f"tokenizer {name}: cannot read merge {merge!r} in tokenizer.json")
     return pairs[0]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__

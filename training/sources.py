@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common.errors import ConfigError, DataError
-from common.hub_errors import hub_error, hub_errors
+from common.hub_errors import hub_errors
 from common.hub_ids import is_hub_id
 from training.provenance import sha256_file
 
@@ -207,15 +207,13 @@ def read_hub(repo_id: str, revision: str | None, columns: dict[str, str] | None 
 
     action, missing = "cannot download dataset", "no such local file, and not found on the Hub (or no read access)"
     try:
-        with hub_errors(repo_id, revision, action, missing=missing):
+        with hub_errors(repo_id, revision, action, missing=missing, also=(OSError,)):
             # The commit, from the Hub or (offline, Hub down) the local cache: the report names what was read.
             commit = HfApi().resolve_revision(repo_id, repo_type="dataset", revision=revision).resolved
             loaded = datasets.load_dataset(repo_id, revision=commit)
     except HFValidationError:
         raise ConfigError(f"source '{repo_id}': neither an existing local file nor a valid Hub dataset id "
                           "(namespace/name)") from None
-    except OSError as exc:  # datasets' own "cannot get the files" errors
-        raise hub_error(exc, repo_id, revision, action) from None
     rows = SourceRows({"type": "hub", "id": repo_id, "revision": commit, "requested_revision": revision})
     where = f"dataset {repo_id}@{revision}"
     for split, dataset in loaded.items():

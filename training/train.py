@@ -24,8 +24,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from common.atomic import replace_dir, write_json_atomic
 from common.errors import ConfigError, DataError, EnvironmentProblem, HubError, UserError
 from common.hub_errors import hub_error, hub_errors
@@ -427,8 +425,7 @@ def train_experiment(config: ExperimentConfig, *, resume: bool = False, callback
     hardware = plan_hardware(config)
     main = is_main_process()
     with RunLock(config.run_dir) if main else contextlib.nullcontext():
-        work_dir, checkpoint = start_staged_run(config.run_dir, dump(config),
-                                                yaml.safe_dump(dump(config), sort_keys=False), resume, main=main)
+        work_dir, checkpoint = start_staged_run(config.run_dir, dump(config), resume, main=main)
         tokenizer = load_tokenizer(config)
         splits = load_splits(config, tokenizer)
         model = build_model(config, hardware)
@@ -519,9 +516,8 @@ def peak_memory(hardware: Hardware) -> dict[str, Any]:
 # ---------------------------------------------------------------- outputs
 
 
-def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any],
-                  run_dir: Path | None = None) -> None:
-    """adapter/, metrics.json and provenance.json into `run_dir` (the staged run; default the run folder)."""
+def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any], run_dir: Path) -> None:
+    """adapter/, metrics.json and provenance.json into `run_dir` (the staged run)."""
     from training.chat import write_contract
     from training.provenance import stamp
 
@@ -532,7 +528,6 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
         tokenizer.save_pretrained(str(folder))  # carries the chat template
         write_contract(folder, tokenizer, report.get("system_prompt"), config.generation)
 
-    run_dir = run_dir or config.run_dir
     replace_dir(run_dir / "adapter", save)
     write_json_atomic(run_dir / "metrics.json", metrics)
     write_json_atomic(run_dir / "provenance.json", {

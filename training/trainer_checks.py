@@ -71,8 +71,12 @@ def target_problem(target: str, layers: dict[str, Layer]) -> str | None:
 
 
 def matching(target: str, layers: dict[str, Layer]) -> list[str]:
-    """peft's rule for a list of names: the module's full name, or its name ending in '.<target>'."""
-    return [name for name in layers if name == target or name.endswith(f".{target}")]
+    """The layers peft would adapt for `target` (its own rule: the full name, or a name ending in '.<target>')."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = LoraConfig(target_modules=[target])
+    return [name for name in layers if check_target_module_exists(config, name)]
 
 
 def missing_hint(target: str, layers: dict[str, Layer]) -> str:

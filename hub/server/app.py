@@ -268,11 +268,10 @@ class HubHandler(BaseHTTPRequestHandler):
         user = self.identity.user if self.identity else None
         if user == repo_id.split("/")[0] or user in meta.get("granted", []):
             return meta
-        kind = repo_type if repo_type != "space" else "space"
         if user is None:  # the Hub's answers: 401 to anonymous callers, 403 to users not on the list
-            raise HttpError(401, f"Access to {kind} {repo_id} is restricted. You must have access to it and be "
+            raise HttpError(401, f"Access to {repo_type} {repo_id} is restricted. You must have access to it and be "
                                  "authenticated to access it. Please log in.", "GatedRepo")
-        raise HttpError(403, f"Access to {kind} {repo_id} is restricted and you are not in the authorized list. "
+        raise HttpError(403, f"Access to {repo_type} {repo_id} is restricted and you are not in the authorized list. "
                              f"Visit {self._repo_url(repo_type, repo_id)} to ask for access.", "GatedRepo")
 
     def _writer(self, namespace: str | None = None) -> auth.Identity:
@@ -357,7 +356,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if handler is None:
             raise HttpError(404, "Not Found")
         if method != "GET" and action != "paths-info":
-            self._writable(repo_type, repo_id)  # before the body is read
+            # before the body is read; the one write check of preupload, commit, branch and tag calls
+            self._writable(repo_type, repo_id)
         return handler()
 
     # ---- account and repos -------------------------------------------------------------
@@ -656,7 +656,6 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # ---- writing -----------------------------------------------------------------------
     def _preupload(self, repo_type: str, repo_id: str, revision: str):
-        self._writable(repo_type, repo_id)
         files = _field(self._json_body(), "files", list)
         tree = self._resolve_rev(repo_type, repo_id, revision).commit["tree"]
         answer = []
@@ -727,7 +726,6 @@ class HubHandler(BaseHTTPRequestHandler):
         raise HttpError(404, "Not Found")
 
     def _commit(self, repo_type: str, repo_id: str, revision: str):
-        self._writable(repo_type, repo_id)
         if self.query.get("create_pr", ["0"])[0] in ("1", "true"):
             raise HttpError(400, "pull requests are not supported by the local Hub server")
         header, operations = _commit_lines(self._body())
@@ -748,19 +746,16 @@ class HubHandler(BaseHTTPRequestHandler):
                     "commitUrl": f"{self._repo_url(repo_type, repo_id)}/commit/{commit_id}"})
 
     def _create_ref(self, repo_type: str, repo_id: str, kind: str, name: str):
-        self._writable(repo_type, repo_id)
         start = _field(self._json_body(), "startingPoint", str, required=False) or DEFAULT_BRANCH
         self.server.store.create_ref(repo_type, repo_id, kind, name, start)
         self._json({})
 
     def _create_tag(self, repo_type: str, repo_id: str, revision: str):
-        self._writable(repo_type, repo_id)
         tag = _field(self._json_body(), "tag", str)
         self.server.store.create_ref(repo_type, repo_id, "tags", tag, revision)
         self._json({})
 
     def _delete_ref(self, repo_type: str, repo_id: str, kind: str, name: str):
-        self._writable(repo_type, repo_id)
         if kind == "branches" and name == DEFAULT_BRANCH:
             raise HttpError(403, "the main branch cannot be deleted")
         self.server.store.delete_ref(repo_type, repo_id, kind, name)

@@ -201,7 +201,7 @@ class Store:
 
     def has_blob(self, sha256: str) -> bool:
         """True when the blob is stored and its bytes still hash to its name."""
-        return valid_sha256(sha256) and self.blob_path(sha256).exists() and self.blob_intact(sha256)
+        return valid_sha256(sha256) and self.blob_intact(sha256)
 
     def blob_size(self, sha256: str) -> int:
         return self.blob_path(sha256).stat().st_size
