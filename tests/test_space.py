@@ -300,6 +300,15 @@ def test_compare_tab_answers_with_fine_tuned_and_base(served, client, tiny_base)
 
 
 @pytest.mark.slow
+def test_compare_puts_emergency_guidance_before_both_answers(client):
+    tuned, base = client.predict("my dad collapsed and is not breathing", api_name="/compare")
+    for answer in (tuned, base):
+        guidance, _, model_answer = answer.partition("\n\n---\n\n")
+        assert guidance.startswith("⚠️") and "start CPR" in guidance and model_answer.strip()
+    assert tuned.partition("\n\n---\n\n")[0] == base.partition("\n\n---\n\n")[0]
+
+
+@pytest.mark.slow
 def test_stop_ends_generation_early(tiny_base, hub_server, tmp_path_factory):
     from gradio_client import Client
 
