@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -167,12 +168,14 @@ def eval_generation(model, tokenizer, prompts, batch_size, max_new_tokens, devic
             "retokenized_answer_tokens": generated, "warmup_seconds": warm_s, "peak_memory_gb": peak_memory_gb(device)}
 
 
-def load_space_module():
-    """The Space's own `assistant` module, imported as the Space imports it (space/ on the path)."""
+def load_space_modules() -> SimpleNamespace:
+    """The Space's own modules, imported as the Space imports them (space/ on the path)."""
     sys.path.insert(0, str(REPO_ROOT / "space"))
     import assistant
+    import config
+    import request
 
-    return assistant
+    return SimpleNamespace(assistant=assistant, config=config, request=request)
 
 
 def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implementation, compile_mode,
@@ -187,14 +190,13 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
     """
     from transformers.generation import CompileConfig
 
-    space = load_space_module()
-    helper = space.Assistant(
-        config=space.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False,
-                                 fast_decode=fast_decode),
-        adapter_sha="local", contract=space.ChatContract.read(adapter_dir), tokenizer=tokenizer,
-        models={"tuned": model})
-    space._LOADED[helper.key] = helper
-    prompt = helper.build_prompt(question, [])
+    space = load_space_modules()
+    helper = space.assistant.register(space.assistant.Assistant(
+        config=space.config.SpaceConfig(base_model="bench-base", adapter_repo="bench/adapter", compare_with_base=False,
+                                        fast_decode=fast_decode),
+        adapter_sha="local", contract=space.config.ChatContract.read(adapter_dir), tokenizer=tokenizer,
+        models={"tuned": model}))
+    _, prompt = space.request.check_input(helper, question, [])
     model.generation_config.cache_implementation = cache_implementation
     model.generation_config.compile_config = CompileConfig(mode=compile_mode) if compile_mode else None
     measurements = []
@@ -202,7 +204,7 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
         for _ in range(runs + 1):  # the first run warms up (and compiles, for the static cache)
             start = time.perf_counter()
             first = None
-            for piece in space.stream_generation(helper.key, "tuned", prompt.input_ids):
+            for piece in space.assistant.stream_generation(helper.key, "tuned", prompt.input_ids):
                 if first is None:
                     first = time.perf_counter()
             end = time.perf_counter()
@@ -212,7 +214,7 @@ def stream_latency(model, tokenizer, adapter_dir, question, runs, cache_implemen
                                  "stream_tokens_per_s": (tokens - 1) / (end - first)})
     finally:
         model.generation_config.cache_implementation = model.generation_config.compile_config = None
-        del space._LOADED[helper.key]
+        del space.assistant._LOADED[helper.key]
     timed = measurements[1:]
     median = lambda key: round(sorted(m[key] for m in timed)[len(timed) // 2], 2)  # noqa: E731
     result = {"runs": len(timed), "prompt_tokens": len(prompt.input_ids), "tokens": timed[0]["tokens"],
@@ -234,7 +236,7 @@ def fast_decode_check(space, model, helper, input_ids) -> dict:
 
     from transformers import TextIteratorStreamer
 
-    decoding, generation = space.decoding, helper.contract.generation
+    decoding, generation = space.assistant.decoding, helper.contract.generation
     ids = torch.tensor([input_ids], device=model.device)
     capacity = helper.contract.max_input_tokens + generation.max_new_tokens
     settings = decoding.decode_settings(generation, model)

@@ -17,7 +17,8 @@ import gpu  # noqa: E402,F401  next: imports `spaces` before torch, as ZeroGPU r
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-from assistant import SpaceConfig, SpaceConfigError, load_assistant  # noqa: E402
+from config import SpaceConfig, SpaceConfigError  # noqa: E402
+from loading import load_assistant  # noqa: E402
 from ui import build_demo, build_error_page  # noqa: E402
 
 

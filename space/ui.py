@@ -1,8 +1,8 @@
 """The Gradio interface: a streaming chat, a base-vs-fine-tuned comparison, the disclaimer
 and a footer naming the served adapter revision.
 
-Input is checked here, outside the GPU function, so that rejected requests cost no GPU quota.
-Rejections are friendly chat replies, not errors.
+Each request is checked once, by request.check_input, before anything reaches the GPU function,
+and triaged once, on the cleaned question; emergency guidance then comes before every answer.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import gradio as gr
 from huggingface_hub import constants
 
-from assistant import MAX_INPUT_CHARS, Assistant, Prompt, message_text
-from safety import DISCLAIMER, clean_text, emergency_guidance
+from assistant import Assistant
+from request import MAX_INPUT_CHARS, check_input
+from safety import DISCLAIMER, emergency_guidance
 
 TITLE = "Medical flashcards assistant"
 EXAMPLES = [
@@ -20,36 +21,10 @@ EXAMPLES = [
     "How does metformin lower blood glucose?",
     "What is the first-line treatment for uncomplicated hypertension?",
 ]
-EMPTY_INPUT = "Please type a medical question, for example: *What causes iron deficiency anaemia?*"
 
 
-def too_long_chars(length: int) -> str:
-    return (
-        f"Your message is {length:,} characters long; this demo reads at most {MAX_INPUT_CHARS:,}. "
-        "Please shorten it to the question itself."
-    )
-
-
-def too_long_tokens(limit: int) -> str:
-    return f"Your message is too long for this model (it reads at most {limit:,} tokens). Please shorten it."
-
-
-def check_input(assistant: Assistant, message, history: list) -> tuple[str, Prompt | None]:
-    """(cleaned question, prompt), or (friendly notice, None) when the input cannot be served."""
-    text = clean_text(message_text(message))
-    if not text:
-        return EMPTY_INPUT, None
-    if len(text) > MAX_INPUT_CHARS:
-        return too_long_chars(len(text)), None
-    prompt = assistant.build_prompt(text, history)
-    if prompt is None:
-        return too_long_tokens(assistant.contract.max_input_tokens), None
-    return text, prompt
-
-
-def with_guidance(question: str, answers: Iterator[str]) -> Iterator[str]:
-    """The answer stream, with emergency guidance first when the question describes one."""
-    guidance = emergency_guidance(question)
+def with_guidance(guidance: str, answers: Iterator[str]) -> Iterator[str]:
+    """The answer stream, with the emergency guidance (if any) first."""
     prefix = f"{guidance}\n\n---\n\n" if guidance else ""
     if prefix:
         yield prefix  # before the model starts: the guidance must not wait for the GPU
@@ -98,17 +73,18 @@ def build_demo(assistant: Assistant) -> gr.Blocks:
         if prompt is None:
             yield question
             return
-        yield from with_guidance(question, assistant.stream("tuned", prompt))
+        yield from with_guidance(emergency_guidance(question), assistant.stream("tuned", prompt))
 
     def compare(message: str) -> Iterator[tuple[str, str]]:
         question, prompt = check_input(assistant, message, [])
         if prompt is None:
             yield question, question
             return
+        guidance = emergency_guidance(question)
         tuned = ""
-        for tuned in with_guidance(question, assistant.stream("tuned", prompt)):
+        for tuned in with_guidance(guidance, assistant.stream("tuned", prompt)):
             yield tuned, ""
-        for base in with_guidance(question, assistant.stream("base", prompt)):
+        for base in with_guidance(guidance, assistant.stream("base", prompt)):
             yield tuned, base
 
     with gr.Blocks(title=TITLE) as demo:

@@ -27,11 +27,11 @@ def fake_gpu(monkeypatch, capability: tuple[int, int] | None, memory: int = H200
 
 
 @pytest.fixture(scope="module")
-def space_assistant():
+def space_loading():
     with space_importable():
-        import assistant
+        import loading
 
-        yield assistant
+        yield loading
 
 
 # (case, GPU capability, ZeroGPU env, device, dtype). ZeroGPU attaches its GPU per call, so the Space
@@ -45,7 +45,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case, capability, zero_gpu, device, dtype", CASES, ids=[c[0] for c in CASES])
-def test_space_and_training_pick_the_same_precision(monkeypatch, space_assistant, case, capability, zero_gpu,
+def test_space_and_training_pick_the_same_precision(monkeypatch, space_loading, case, capability, zero_gpu,
                                                     device, dtype):
     fake_gpu(monkeypatch, capability)
     if zero_gpu:
@@ -56,7 +56,7 @@ def test_space_and_training_pick_the_same_precision(monkeypatch, space_assistant
     plan = plan_hardware(ExperimentConfig(name="plan", quantization="none", liger_kernels=False))
     if zero_gpu:  # the Space must not ask the GPU there
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: pytest.fail("queried the GPU"))
-    assert space_assistant.device_and_dtype() == (device, dtype)
+    assert space_loading.device_and_dtype() == (device, dtype)
     assert (plan.device, plan.dtype, training_dtype) == (device, dtype, dtype)
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -61,6 +62,12 @@ def test_space_imports_only_itself_the_platform_and_its_requirements():
             assert DISTRIBUTION_OF.get(name, name).lower() in requirements, f"{path.name}: {name} not in requirements.txt"
 
 
+def test_space_modules_are_short_except_the_triage_rule_tables():
+    lengths = {path.name: len(path.read_text(encoding="utf-8").splitlines()) for path in SPACE_DIR.glob("*.py")}
+    long = {name: lines for name, lines in lengths.items() if lines > 500 and name != "triage_rules.py"}
+    assert not long, f"split by concern (500 lines at most, data tables aside): {long}"
+
+
 def test_space_requirements_have_ranges_and_leave_gradio_to_the_platform():
     requirements = requirement_names()
     assert {"torch", "transformers", "peft", "accelerate", "huggingface_hub", "safetensors", "sentencepiece"} <= requirements
@@ -90,14 +97,16 @@ def test_readme_front_matter_configures_a_gradio_space():
 @pytest.fixture(scope="module")
 def space_modules():
     with space_importable():
-        import assistant
+        import config
+        import loading
+        import request
         import safety
 
-        yield assistant, safety
+        yield SimpleNamespace(config=config, loading=loading, request=request, safety=safety)
 
 
 def test_history_from_web_ui_and_api_normalises_to_text_turns(space_modules):
-    assistant, _ = space_modules
+    request = space_modules.request
     web = [
         {"role": "user", "content": [{"type": "text", "text": "Hi\x00 there"}], "metadata": None},
         {"role": "assistant", "content": [{"type": "text", "text": "Hello"}, {"type": "file", "file": {"path": "x"}}]},
@@ -105,13 +114,13 @@ def test_history_from_web_ui_and_api_normalises_to_text_turns(space_modules):
     ]
     api = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}, {"role": "tool", "content": "x"}]
     expected = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}]
-    assert assistant.normalise_history(web) == expected
-    assert assistant.normalise_history(api) == expected
+    assert request.normalise_history(web) == expected
+    assert request.normalise_history(api) == expected
 
 
 def test_clean_text_strips_control_and_bidi_characters_but_keeps_lines(space_modules):
-    _, safety = space_modules
-    assert safety.clean_text("  a\x00b\x1b[31m\u202ec\r\nd\te  ") == "ab[31mc\nd\te"
+    request = space_modules.request
+    assert request.clean_text("  a\x00b\x1b[31m\u202ec\r\nd\te  ") == "ab[31mc\nd\te"
 
 
 @pytest.mark.parametrize("message", [
@@ -123,40 +132,51 @@ def test_clean_text_strips_control_and_bidi_characters_but_keeps_lines(space_mod
     "the cut is bleeding heavily and won't stop bleeding",
 ])
 def test_emergencies_get_guidance(space_modules, message):
-    _, safety = space_modules
+    safety = space_modules.safety
     assert "emergency number now" in safety.emergency_guidance(message)
 
 
 def test_missing_space_variables_are_named(space_modules):
-    assistant, _ = space_modules
-    with pytest.raises(assistant.SpaceConfigError, match="BASE_MODEL, ADAPTER_REPO"):
-        assistant.SpaceConfig.from_env({})
-    config = assistant.SpaceConfig.from_env({"BASE_MODEL": "b", "ADAPTER_REPO": "a"})
+    space = space_modules
+    with pytest.raises(space.config.SpaceConfigError, match="BASE_MODEL, ADAPTER_REPO"):
+        space.config.SpaceConfig.from_env({})
+    config = space.config.SpaceConfig.from_env({"BASE_MODEL": "b", "ADAPTER_REPO": "a"})
     assert config.adapter_revision == "main" and config.compare_with_base
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{not json", "chat_contract.json: not valid JSON"),
+    ("[2]", "chat_contract.json: unsupported format None"),
+    ('{"format": 1}', "chat_contract.json: unsupported format 1"),
+])
+def test_unreadable_chat_contract_is_a_config_error(space_modules, tmp_path, text, problem):
+    (tmp_path / "chat_contract.json").write_text(text, encoding="utf-8")
+    with pytest.raises(space_modules.config.SpaceConfigError, match=problem):
+        space_modules.config.ChatContract.read(tmp_path)
 
 
 def test_unknown_adapter_revision_is_a_one_line_config_error(space_modules, hub_server, tiny_base):
     from huggingface_hub import HfApi
 
-    assistant, _ = space_modules
+    space = space_modules
     repo = hub_server.repo_id("space-missing")
     HfApi(token=hub_server.write_token).create_repo(repo)
-    config = assistant.SpaceConfig(base_model=str(tiny_base), adapter_repo=repo, adapter_revision="exp/none")
-    with pytest.raises(assistant.SpaceConfigError, match=f"adapter {repo} @ exp/none: RevisionNotFoundError"):
-        assistant.load_assistant(config)
+    config = space.config.SpaceConfig(base_model=str(tiny_base), adapter_repo=repo, adapter_revision="exp/none")
+    with pytest.raises(space.config.SpaceConfigError, match=f"adapter {repo} @ exp/none: RevisionNotFoundError"):
+        space.loading.load_assistant(config)
 
 
 def test_cpu_serves_in_fp32(space_modules):
     import torch
 
-    assistant, _ = space_modules
+    loading = space_modules.loading
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert assistant.device_and_dtype() == ("cpu", torch.float32)
+    assert loading.device_and_dtype() == ("cpu", torch.float32)
 
 
 def test_ordinary_questions_get_no_emergency_banner(space_modules):
-    _, safety = space_modules
+    safety = space_modules.safety
     assert safety.emergency_guidance("What is the mechanism of action of metformin?") == ""
 
 
@@ -192,7 +212,7 @@ def test_chat_streams_the_greedy_answer_token_by_token(served, client, tiny_base
 def test_api_history_is_used_for_the_next_turn(served, tiny_base):
     from gradio_client import Client
 
-    from safety import clean_text  # history is cleaned like new input (random weights emit control bytes)
+    from request import clean_text  # history is cleaned like new input (random weights emit control bytes)
 
     session = Client(served.url, verbose=False)  # one session: the chat keeps its history in state
     first = session.predict("What is anaemia?", api_name="/chat")
@@ -241,7 +261,9 @@ def test_empty_and_overlong_inputs_get_friendly_messages(served, client, message
 @pytest.mark.slow
 def test_oldest_turns_are_dropped_to_fit_the_input_budget(served):
     history = [{"role": role, "content": "long turn about anaemia " * 30} for role in ("user", "assistant") * 6]
-    prompt = served.assistant.build_prompt(QUESTION, history)
+    from request import check_input
+
+    _, prompt = check_input(served.assistant, QUESTION, history)
     assert prompt.dropped_turns > 0
     assert len(prompt.input_ids) <= served.assistant.contract.max_input_tokens
 
@@ -275,6 +297,15 @@ def test_compare_tab_answers_with_fine_tuned_and_base(served, client, tiny_base)
     assert tuned == greedy_reference(tiny_base, served.adapter_dir, [{"role": "user", "content": QUESTION}],
                                      SHORT_ANSWER_TOKENS)
     assert base and base != tuned
+
+
+@pytest.mark.slow
+def test_compare_puts_emergency_guidance_before_both_answers(client):
+    tuned, base = client.predict("my dad collapsed and is not breathing", api_name="/compare")
+    for answer in (tuned, base):
+        guidance, _, model_answer = answer.partition("\n\n---\n\n")
+        assert guidance.startswith("⚠️") and "start CPR" in guidance and model_answer.strip()
+    assert tuned.partition("\n\n---\n\n")[0] == base.partition("\n\n---\n\n")[0]
 
 
 @pytest.mark.slow

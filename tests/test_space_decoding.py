@@ -230,15 +230,16 @@ def test_stream_generation_answers_the_same_with_fast_decode_on_and_off(tiny_bas
 
     with space_importable():
         space = importlib.import_module("assistant")
+        config = importlib.import_module("config")
         tokenizer = load_tokenizer(tiny_base)
         model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
         model.generation_config.max_length = None
         helper = Loaded(space.decoding, model, tokenizer)
         generation = helper.contract_generation(max_new_tokens=12, repetition_penalty=1.3)
-        config = space.SpaceConfig(base_model="tiny", adapter_repo="local/adapter", fast_decode=fast_decode,
-                                   concurrency_limit=1)
-        contract = space.ChatContract(system_prompt=DEFAULT_SYSTEM_PROMPT, max_input_tokens=128, generation=generation)
-        assistant = space.Assistant(config=config, adapter_sha="local", contract=contract, tokenizer=tokenizer,
+        settings = config.SpaceConfig(base_model="tiny", adapter_repo="local/adapter", fast_decode=fast_decode,
+                                      concurrency_limit=1)
+        contract = config.ChatContract(system_prompt=DEFAULT_SYSTEM_PROMPT, max_input_tokens=128, generation=generation)
+        assistant = space.Assistant(config=settings, adapter_sha="local", contract=contract, tokenizer=tokenizer,
                                     models={"tuned": model})
         space._LOADED[assistant.key] = assistant
         try:
@@ -257,7 +258,7 @@ def test_stream_generation_answers_the_same_with_fast_decode_on_and_off(tiny_bas
 
 def test_fast_decode_is_a_space_variable(tiny_base):
     with space_importable():
-        space = importlib.import_module("assistant")
+        space = importlib.import_module("config")
         required = {"BASE_MODEL": "b", "ADAPTER_REPO": "a"}
         assert space.SpaceConfig.from_env(required).fast_decode
         for off in ("0", "false", "False"):

@@ -1,6 +1,6 @@
 """What this machine runs with: device, precision, quantisation, batching, processes. One rule for
 training, evaluation and the benchmarks (the Space keeps a copy of the precision rule, since it is
-uploaded alone: `space/assistant.py` `device_and_dtype`, checked against this one by
+uploaded alone: `space/loading.py` `device_and_dtype`, checked against this one by
 tests/test_hardware.py).
 
 Rank and world size come from accelerate's process state, which `accelerate launch` and torchrun set up,
