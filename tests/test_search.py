@@ -156,6 +156,18 @@ def test_bad_search_refused_before_any_trial(tmp_path, tiny_base, search_data, c
     assert not (tmp_path / "search").exists()  # nothing written by a refused search
 
 
+def test_unreachable_storage_is_one_line_without_its_password(tmp_path, tiny_base, search_data, capsys):
+    from space_support import free_port
+
+    path, config_dir = write_search(tmp_path, tiny_base, search_data)
+    url = f"postgresql://searcher:s3cret@127.0.0.1:{free_port()}/optuna"
+    assert search_cli(path, config_dir, f"storage={url}") == 5
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "cannot open storage postgresql://searcher:***@" in err
+    assert "s3cret" not in err
+    assert not (tmp_path / "search").exists()
+
+
 def test_search_folder_of_someone_else_is_refused(tmp_path, tiny_base, search_data, capsys):
     path, config_dir = write_search(tmp_path, tiny_base, search_data)
     theirs = tmp_path / "search" / "tiny"
@@ -237,3 +249,27 @@ def test_killed_search_continues_where_it_stopped(tmp_path, tiny_base, search_da
     resumed = [n for n in interrupted if f"resuming from {staged / f'tiny-{n:03d}'}" in log]
     assert resumed, "an interrupted trial with a checkpoint continues from it"
     assert not list(staged.glob("tiny-*"))  # every staged run was finished and swapped in
+
+
+@pytest.mark.slow
+def test_bench_search_runs_on_the_cpu(tmp_path, tiny_base):
+    """bench/bench_search.py with tiny settings (the GPU run has no second try): study, exp1, evaluation, and
+    the results file with the issue's keys, named after the device torch sees."""
+    from training.sample import SAMPLE_PATH
+
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "bench/bench_search.py", "--smoke", "--base", str(tiny_base), "--flashcards",
+         str(SAMPLE_PATH), "--work", str(tmp_path / "work"), "--out", str(out), "--trials", "2", "--workers", "2"],
+        cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [path] = out.glob("*-cpu-search.json")
+    record = json.loads(path.read_text())
+    assert record["trials"] == 2 and record["complete"] + record["pruned"] + record["failed"] == 2
+    assert record["wall_s"] > 0 and path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    for model in ("best", "exp1"):
+        assert {"settings", "final_eval_loss", "rougeL"} <= set(record[model])
+        assert 0 <= record[model]["rougeL"] <= 1 and record[model]["final_eval_loss"] > 0
+    assert record["best"]["settings"]["lora.target_modules"][-1] == "down_proj"
+    assert record["paired_rougeL_best_minus_exp1"]["n"] == 8
+    assert set(record["targets"]) >= {"study_within_15_min", "best_loss_below_exp1"}

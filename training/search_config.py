@@ -86,19 +86,10 @@ class Parameter(StrictModel):
         """The values a check tries: both ends of a range, every choice."""
         return [self.low, self.high] if self.choices is None else [self.value_of(label) for label in self.labels()]
 
-    def distribution(self):
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-        if self.choices is not None:
-            return CategoricalDistribution(self.labels())
-        if self.is_int:
-            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
-        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
-
     def describe(self) -> str:
-        """One phrase for reports and the card: `1e-04 .. 4e-04 (log)`, `8 | 16 | 32`."""
+        """One phrase for reports and the card (Markdown table cells): `0.0001 .. 0.0004 (log)`, `8, 16, 32`."""
         if self.choices is not None:
-            return " | ".join(str(label) for label in self.labels())
+            return ", ".join(str(label) for label in self.labels())
         scale = " (log)" if self.log else f" (step {self.step})" if self.step else ""
         return f"{self.low:g} .. {self.high:g}{scale}"
 

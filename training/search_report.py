@@ -135,6 +135,8 @@ class Progress:
 
 def write_report(study, search, config_dir: Path) -> bool:
     """trials.json, study.json, README.md and the plots in search/<study>/; whether the study is done."""
+    import optuna
+
     from training.provenance import stamp
     from training.search import storage_label
 
@@ -146,8 +148,6 @@ def write_report(study, search, config_dir: Path) -> bool:
     folder = search.folder
     plot_curves(table, best, folder / PLOT, search.study)
     plot_importances(importances, folder / IMPORTANCE_PLOT, search.study)
-    import optuna
-
     summary = {
         "study": search.study, "storage": storage_label(search), "done": done, "planned_trials": search.trials,
         "counts": counts(table), "objective": OBJECTIVE, "experiment": search.experiment,
@@ -238,7 +238,7 @@ def readme(summary: dict[str, Any], table: list[dict[str, Any]], search) -> str:
         f"{search.sampler.name}, pruner {search.pruner.name}.", "",
     ]
     if best:
-        settings = ", ".join(f"`{k}={v}`" for k, v in best["params"].items())
+        settings = ", ".join(f"`{k}={shown(v)}`" for k, v in best["params"].items())
         lines += [f"**Best: trial {best['number']}, final validation loss {best['final_eval_loss']:.4f}**: {settings}."]
         if summary["best_config"]:
             lines += [f"Written as `{summary['best_config']}` once the study is done."]
@@ -253,12 +253,17 @@ def readme(summary: dict[str, Any], table: list[dict[str, Any]], search) -> str:
         note = r["error"] or (f"continued as #{r['continued_as']}" if r["continued_as"] is not None else "") or (
             f"continues #{r['retry_of']}" if r["retry_of"] is not None else "")
         cells = [str(r["number"]), r["state"], "-" if loss is None else f"{loss:.4f}",
-                 *[str(r["params"].get(k, "-")) for k in keys], str(r["steps"] or "-"),
+                 *[shown(r["params"].get(k, "-")) for k in keys], str(r["steps"] or "-"),
                  "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
                  "-" if r["wall_s"] is None else f"{r['wall_s']:.1f}", note.replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Pruned trials show their last validation loss; their runs stopped early but are complete.", ""]
     return "\n".join(lines)
+
+
+def shown(value) -> str:
+    """A sampled value for a table: floats to 4 significant digits (the files keep every digit)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- the best trial as an experiment
@@ -312,7 +317,8 @@ def write_best_config(study, search, config_dir: Path) -> Path | None:
               f"# trial {best['number']}, the lowest {OBJECTIVE} of {found['done']} trials. Only what differs from\n"
               "# ExperimentConfig's defaults (training/config.py). `make train` trains it like every experiment here\n"
               f"# (into runs/{name}) and `make push` publishes it; delete this file to leave it out. Running the\n"
-              "# search again replaces it. Results: " + str(search.folder / "README.md") + "\n")
+              "# search again replaces it. Results: " + str(search.folder / "README.md") + "\n"
+              "# Batching as in every experiment (batch_tokens); the notebook's batches with --set batch_tokens=null.\n")
     write_text_atomic(path, header + yaml.safe_dump({"description": description, **changed}, sort_keys=False))
     return path
 
@@ -341,7 +347,7 @@ def card_section(folder: Path, plot_link: str | None = None, top: int = 5) -> st
         *[f"| `{k}` | {summary['space'][k]} | {summary['importances'].get(k, '-')} |" for k in keys], "",
         f"The best {len(ranked)} trials:", "",
         "| trial | final val loss | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---" * (len(keys) + 2) + "|",
-        *[f"| {r['number']} | {r['final_eval_loss']:.4f} | " + " | ".join(str(r["params"].get(k, "-")) for k in keys)
+        *[f"| {r['number']} | {r['final_eval_loss']:.4f} | " + " | ".join(shown(r["params"].get(k, "-")) for k in keys)
           + " |" for r in ranked], "",
         f"[Validation loss of every trial against training seconds]({plot_link or str(folder / PLOT)})", "",
     ]
