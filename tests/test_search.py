@@ -146,6 +146,7 @@ def test_bad_search_refused_before_any_trial(tmp_path, tiny_base, search_data, c
         "space.lora.r.choices=[8,5000]": "space 'lora.r' value 5000:",  # above ExperimentConfig's bound
         "space.learning_rate.high=2.0": "space 'learning_rate' value 2.0:",
         "space.lora.target_modules.choices=[[q_proj],[q_prj]]": "lora target module 'q_prj' is not a layer",
+        "space.lora.r.choices=[8,100]": "lora.r 100 is above the width of every adapted layer",  # the trainer's check
         "sampler.name=TPESampel": "sampler 'TPESampel' is not in optuna.samplers (did you mean 'TPESampler'?",
         "pruner.n_startup_trails=3": "pruner MedianPruner(",
     }

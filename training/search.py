@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -282,6 +283,7 @@ def supervise(search: SearchConfig, args: argparse.Namespace, study, progress) -
     logs = search.folder / "logs"
     logs.mkdir(exist_ok=True)
     procs = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so that `finally` stops the workers
     try:
         for index in range(search.workers):
             env = dict(os.environ)

@@ -29,13 +29,13 @@ OBJECTIVE = "final validation loss (lower is better)"
 
 
 def retry_of(trial) -> int | None:
-    return trial.system_attrs.get("failed_trial")  # Optuna's RetryHeartbeatStaleTrialCallback records it
+    return trial.system_attrs.get("failed_trial")  # Optuna's name (search.continue_later), the first attempt
 
 
 def rows(trials) -> list[dict[str, Any]]:
     """One row per trial of the study (withdrawn ones left out). State: complete, pruned, failed, running,
     waiting, or interrupted (its worker died; `continued_as` names the trial that continues it)."""
-    continued = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
+    continued = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
     out = []
     for t in sorted(trials, key=lambda t: t.number):
         if WITHDRAWN in t.user_attrs:
@@ -120,9 +120,9 @@ class Progress:
         table = rows(study.get_trials(deepcopy=False))
         found, best = counts(table), best_row(table)
         self.bar.n = found["done"]
-        shown = f"best {best['final_eval_loss']:.4f} (#{best['number']})" if best else "best -"
+        so_far = f"best {best['final_eval_loss']:.4f} (#{best['number']})" if best else "best -"
         self.bar.set_postfix_str(f"complete {found['complete']}, pruned {found['pruned']}, failed {found['failed']}, "
-                                 f"running {found['running']}; {shown}", refresh=False)
+                                 f"running {found['running']}; {so_far}", refresh=False)
         self.bar.refresh()
         key = tuple(found.values())
         if key != self.seen:
