@@ -15,6 +15,8 @@
 # .gpu-carry/ and .whl/ are git-ignored (.git/info/exclude). Each PART is one `device run` from the repo root.
 set -o pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Six workers share the GPU, each capped at its sixth of the memory: less fragmentation under the cap.
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export PYTHONPATH=/tmp/site:/tmp/repo
 S=/tmp/session
 mkdir -p $S/gguf $S/results
