@@ -192,6 +192,36 @@ def test_changed_space_is_a_new_study(tmp_path, tiny_base, search_data, capsys):
     assert not study_trials(tmp_path / "search" / "tiny")
 
 
+def test_the_study_has_exactly_its_planned_trials():
+    """The slot rule every worker applies: the first `trials` first attempts by trial number are the study's,
+    a later one (asked in a race for the last place) is withdrawn, a continued trial takes its original's
+    place; the study is done when none is queued or running."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from training.search_report import admitted, next_move
+
+    study = optuna.create_study()
+    space = {"x": FloatDistribution(0, 1)}
+
+    def add(state, **system_attrs):
+        study.add_trial(create_trial(state=state, params={"x": 0.5}, distributions=space, value=1.0
+                                     if state == TrialState.COMPLETE else None, system_attrs=system_attrs))
+
+    add(TrialState.COMPLETE)
+    assert next_move(study.get_trials(), 2) == "ask"
+    add(TrialState.FAIL)  # interrupted: continued as trial 3
+    add(TrialState.RUNNING)  # a third new trial, asked in a race for the last place
+    add(TrialState.WAITING, failed_trial=1, retry_history=[1])
+    trials = study.get_trials()
+    assert [admitted(trials, n, 2) for n in range(4)] == [True, True, False, True]
+    assert admitted(trials, 2, 3)  # with a third place, trial 2 would have had it
+    assert next_move(trials, 2) == "ask"  # the queued continuation
+    assert next_move(trials[:3], 2) == "wait"  # nothing to ask, a trial still running
+    assert next_move(trials[:2], 2) == "done"
+
+
 def study_trials(folder: Path, study: str = "tiny"):
     import optuna
     from optuna.storages import JournalStorage
