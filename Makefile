@@ -12,7 +12,7 @@ HUB_DIR ?= hub-data
 HUB_PORT ?= 8089
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval push push-check space serve tiny-base real-base demo test test-fast bench clean
+.PHONY: help setup data train search eval push push-check space serve tiny-base real-base demo test test-fast bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ data: setup ## clean, split and chat-format the flashcards (configs/data.yaml)
 # `make train push` checks the token and write access before any data or training work.
 train: $(if $(filter push,$(MAKECMDGOALS)),push-check) data ## train every experiment in configs/experiments (EXPERIMENT=exp1 for one)
 	$(PY) -m training train --config-dir $(CONFIG_DIR) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),--all)
+
+search: data ## hyperparameter search (configs/search.yaml): results in search/<study>/, the best as an experiment
+	$(PY) -m training search --config $(CONFIG_DIR)/search.yaml --config-dir $(CONFIG_DIR)
 
 eval: setup ## evaluate the base model and every trained adapter
 	$(PY) -m training evaluate --config-dir $(CONFIG_DIR)
@@ -69,5 +72,5 @@ bench: setup ## CPU benchmarks, results in bench/results/ (GPU ones: see bench/R
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_demo.py
 
-clean: ## remove generated data, runs and evaluations (keeps .venv)
-	rm -rf data runs eval artifacts hub-data dry-run test-artifacts
+clean: ## remove generated data, runs, searches and evaluations (keeps .venv)
+	rm -rf data runs search eval artifacts hub-data dry-run test-artifacts

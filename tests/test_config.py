@@ -59,10 +59,12 @@ def settings_model(path: Path):
     from hub.config import HubConfig
     from training.config import EvalConfig
 
-    return {"data.yaml": DataConfig, "eval.yaml": EvalConfig, "hub.yaml": HubConfig}[path.name]
+    from training.search_config import SearchConfig
+
+    return {"data.yaml": DataConfig, "eval.yaml": EvalConfig, "hub.yaml": HubConfig, "search.yaml": SearchConfig}[path.name]
 
 
-SETTINGS_FILES = shipped("**/data.yaml") + shipped("**/eval.yaml") + shipped("**/hub.yaml")
+SETTINGS_FILES = shipped("**/data.yaml") + shipped("**/eval.yaml") + shipped("**/hub.yaml") + shipped("search.yaml")
 
 
 @pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -6,6 +6,7 @@ from common import cli
 COMMANDS = {
     "prepare": ("training.prepare", "clean, split and chat-format the flashcards"),
     "train": ("training.train", "fine-tune LoRA adapters, one experiment or all"),
+    "search": ("training.search", "hyperparameter search (Optuna): trials of an experiment, the best one as a new experiment"),
     "evaluate": ("training.evaluate", "BLEU / ROUGE / perplexity / MedQA for base and adapters"),
     "build-tiny-base": ("training.tiny_base", "build the tiny offline TinyLlama-shaped base model"),
     "build-real-base": ("training.real_base", "build the real pretrained base (SmolLM2-135M-Instruct) from its package"),
