@@ -57,7 +57,7 @@ def main() -> int:
         return 1
 
     import torch
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
     from training.config import EvalConfig
     from training.evaluate import evaluate
     from training.tiny_base import build_tiny_base

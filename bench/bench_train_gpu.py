@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
     from training.config import DEFAULT_SYSTEM_PROMPT
 
     tokenizer = load_tokenizer(args.tokenizer)

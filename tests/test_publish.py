@@ -345,9 +345,11 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
 
     from huggingface_hub import ModelCard, ModelCardData, snapshot_download
 
-    from hub.cards import EVAL_FOLDER, METRICS, fmt_metric
+    from hub.cards import EVAL_FOLDER, fmt_metric
     from training.config import EvalConfig
-    from training.evaluate import read_jsonl, summarise
+    from training.eval_report import summarise
+    from training.layout import read_jsonl
+    from training.metric_registry import METRICS
 
     for revision in (f"exp/{published.other}", "main"):
         folder = Path(snapshot_download(published.adapter, revision=revision, cache_dir=tmp_path / "cache"))
@@ -363,7 +365,7 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         experiments = [m for m in models if m != "base"]
         assert models[0] == "base" and len(experiments) == (2 if revision == "main" else 1)
         checked = 0
-        for key, label, _, fmt in METRICS:
+        for key, label, fmt in ((m.key, m.label, m.fmt) for m in METRICS):
             if key not in summary["models"]["base"]:
                 continue
             n = summary["n"]["base"]["medqa" if key.startswith("medqa") else "test"]
@@ -375,7 +377,7 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         assert checked == len(METRICS)  # every metric, MedQA's both methods included
         best_or_branch = published.best if revision == "main" else published.other
         by_name = {r.metric_name: r.metric_value for r in card.data.eval_results}
-        for key, label, _, _ in METRICS:
+        for key, label in ((m.key, m.label) for m in METRICS):
             assert by_name[label] == round(summary["models"][best_or_branch][key]["value"], 4), label
         # How many references exceed the decoding cap, from the predictions and the stated max_new_tokens.
         cap = int(re.search(r"max_new_tokens (\d+), repetition_penalty", card.text).group(1))

@@ -17,9 +17,11 @@ from typing import Any
 
 from common.atomic import check_replaceable, replace_dir, write_json_atomic
 from common.errors import DataError
-from training.chat import format_examples, load_tokenizer
+from training.chat import format_examples
+from training.tokenizer import load_tokenizer
 from training.clean import Row, clean_rows, clean_text, drop_reason
-from training.config import CONFIG_DIR, DataConfig, dump, load_config
+from common.yaml_config import load_config
+from training.config import CONFIG_DIR, DataConfig, dump
 from training.provenance import stamp
 from training.sources import SourceRows, read_source
 
