@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from common.errors import HubError
 from hub.artifacts import Experiment, Inputs

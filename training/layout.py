@@ -192,10 +192,6 @@ class RunsDir:
         """The experiment best.json names, if train wrote one."""
         return read_json(self.best_file)["experiment"] if self.best_file.exists() else None
 
-    @property
-    def in_progress(self) -> Path:
-        return Path(self.path) / IN_PROGRESS
-
 
 # ---- eval/ ---------------------------------------------------------------------------------------------
 
@@ -229,9 +225,6 @@ class EvalDir:
     @property
     def metrics_file(self) -> Path:
         return Path(self.path) / EVAL_METRICS
-
-    def is_evaluated(self) -> bool:
-        return self.predictions_file.is_file()
 
     def run_info(self, metric_keys=()) -> dict[str, Any]:
         """Phase 1's record. Folders written before run.json existed kept it inside metrics.json, beside

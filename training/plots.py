@@ -38,6 +38,10 @@ def plot_loss_curves(runs: Mapping[str, Mapping], path: str | Path) -> Path:
 
 
 def metrics_png(results: Mapping[str, Mapping[str, Mapping[str, float]]], confidence: float = 0.95) -> bytes:
+    return _png(metrics_figure(results, confidence))
+
+
+def metrics_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]], confidence: float = 0.95):
     """Bar chart per metric across models with CI whiskers; metrics absent everywhere are left out."""
     from training.metric_registry import present
 
@@ -67,7 +71,7 @@ def metrics_png(results: Mapping[str, Mapping[str, Mapping[str, float]]], confid
         ax.set_ylim(bottom=min(0.0, *values))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Evaluation ({round(confidence * 100)}% BCa bootstrap CI)")
-    return _png(fig)
+    return fig
 
 
 def grid_shape(panels: int) -> tuple[int, int]:
