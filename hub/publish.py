@@ -87,7 +87,7 @@ class Publisher:
     def create_repos(self, planned: list[Release]) -> None:
         api, private = self.revisions.api, self.context.config.private
         for repo, repo_type in dict.fromkeys((self.context.repo(r), r.repo_type) for r in planned):
-            with self.revisions.hub(repo, None, "cannot create"):
+            with self.revisions.errors(repo, None, "cannot create"):
                 api.create_repo(repo, repo_type=repo_type, private=private, exist_ok=True)
 
 

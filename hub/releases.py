@@ -88,7 +88,7 @@ class Release:
         before = hub.head(repo, self.revision)
         if before is not None and hub.holds(repo, self.revision, files):
             return [Pushed(repo, self.revision, before, False)]
-        with hub.hub(repo, self.revision, "cannot push"):
+        with hub.errors(repo, self.revision, "cannot push"):
             validate_card(files["README.md"].decode("utf-8"), f"{repo}@{self.revision}", self.repo_type)
         self.verify(ctx, hub)
         commit = hub.commit(repo, self.revision, files, self.message(ctx))
@@ -140,7 +140,7 @@ class DatasetRelease(Release):
 
         repo = ctx.repo(self)
         before = hub.head(repo, self.revision, self.repo_type)
-        with hub.hub(repo, self.revision, "cannot push the dataset to"):
+        with hub.errors(repo, self.revision, "cannot push the dataset to"):
             info = retry_commit_conflicts(lambda: self._commit(ctx, hub, repo))
         return [Pushed(repo, self.revision, info.oid, info.oid != before)]
 

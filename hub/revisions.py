@@ -45,14 +45,14 @@ class Revisions:
         self.api = api
         self.token = token
 
-    def hub(self, repo: str, revision: str | None, action: str):
+    def errors(self, repo: str, revision: str | None, action: str):
         return hub_errors(repo, revision, action, self.token)
 
     def head(self, repo: str, revision: str, repo_type: str | None = None) -> str | None:
         """The commit `revision` points at, or None when the repo or revision does not exist yet."""
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-        with self.hub(repo, revision, "cannot read"):
+        with self.errors(repo, revision, "cannot read"):
             try:
                 return self.api.repo_info(repo, repo_type=repo_type, revision=revision).sha
             except (RepositoryNotFoundError, RevisionNotFoundError):
@@ -62,7 +62,7 @@ class Revisions:
         """Whether the branch already holds exactly these files (compared by size, then content hash)."""
         from huggingface_hub.hf_api import RepoFile
 
-        with self.hub(repo, branch, "cannot list"):
+        with self.errors(repo, branch, "cannot list"):
             remote = {f.path: f for f in self.api.list_repo_tree(repo, revision=branch, recursive=True)
                       if isinstance(f, RepoFile) and f.path != ".gitattributes"}
         return remote.keys() == files.keys() and all(same_content(remote[k], files[k]) for k in files)
@@ -70,7 +70,7 @@ class Revisions:
     def commit(self, repo: str, branch: str, files: Files, message: str) -> str:
         """Make the branch hold exactly `files` (created from the default branch if missing); its head after.
         A commit that loses a race is made again against the new head (where it may no longer change anything)."""
-        with self.hub(repo, branch, "cannot push"):
+        with self.errors(repo, branch, "cannot push"):
             if self.head(repo, branch) is None:
                 self.api.create_branch(repo, branch=branch, exist_ok=True)
             return retry_commit_conflicts(lambda: self._commit_once(repo, branch, files, message))
@@ -89,7 +89,7 @@ class Revisions:
 
     def best_tags(self, repo: str) -> dict[int, str]:
         """The promotions so far: N of each best-<N> tag -> the commit it marks."""
-        with self.hub(repo, None, "cannot list the refs of"):
+        with self.errors(repo, None, "cannot list the refs of"):
             tags = self.api.list_repo_refs(repo).tags
         return {int(m.group(1)): t.target_commit for t in tags if (m := TAG_PATTERN.match(t.name))}
 
@@ -106,7 +106,7 @@ class Revisions:
             if commit in tags.values() or self.head(repo, branch) != commit:
                 return None
             tag = f"best-{max(tags, default=0) + 1}"
-            with self.hub(repo, commit, "cannot tag"):
+            with self.errors(repo, commit, "cannot tag"):
                 try:
                     self.api.create_tag(repo, tag=tag, revision=commit, tag_message=message)
                     return tag
