@@ -57,11 +57,11 @@ def main() -> int:
         return 1
 
     import torch
-    from training.tokenizer import load_tokenizer
     from training.config import EvalConfig
     from training.evaluate import evaluate
     from training.layout import BASE, EvalRoot
     from training.tiny_base import build_tiny_base
+    from training.tokenizer import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

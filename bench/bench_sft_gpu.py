@@ -112,9 +112,9 @@ def main(argv=None) -> int:
 
 def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
     """The random base (with the real tokenizer beside it, as a Hub checkpoint has) and the prepared splits."""
-    from training.tokenizer import load_tokenizer
     from training.config import DataConfig
     from training.prepare import prepare
+    from training.tokenizer import load_tokenizer
 
     if not (base_dir / "config.json").exists():
         random_base_model(args.model_config, base_dir, tiny=args.tiny)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.layout import EvalRoot, RunsDir, read_json
+from training.layout import DataDir, EvalRoot, RunsDir, read_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -54,7 +54,7 @@ def sets(settings: dict) -> list[str]:
 
 def prepare(work: Path, base: Path, flashcards: Path, max_examples, logs: Path) -> Path:
     data = work / "data"
-    if not (data / "data_report.json").exists():
+    if not DataDir(data).report_file.exists():
         cli(["training", "prepare", "--config", "configs/data.yaml", *sets({
             "source": str(flashcards), "revision": None, "tokenizer": str(base), "tokenizer_revision": None,
             "max_examples": max_examples, "output_dir": str(data)})], logs / "prepare.log")

@@ -10,10 +10,11 @@ import pytest
 
 from common.atomic import OWNER_MARKER
 from common.errors import EXIT_DATA, DataError, HubError
-from training.clean import DROP_REASONS, Row, clean_rows, clean_text, question_id
 from common.yaml_config import load_config
+from training.clean import DROP_REASONS, Row, clean_rows, clean_text, question_id
 from training.config import DataConfig
-from training.prepare import REPORT_FILE, SPLITS, prepare, split_by_question, subsample
+from training.layout import DATA_REPORT as REPORT_FILE
+from training.prepare import SPLITS, prepare, split_by_question, subsample
 from training.sources import read_source
 
 from conftest import REPO_ROOT

@@ -226,8 +226,8 @@ def test_stream_generation_answers_the_same_with_fast_decode_on_and_off(tiny_bas
     from transformers import AutoModelForCausalLM
 
     from training.chat import format_prompt
-    from training.tokenizer import load_tokenizer
     from training.config import DEFAULT_SYSTEM_PROMPT
+    from training.tokenizer import load_tokenizer
 
     with space_importable():
         space = importlib.import_module("assistant")
