@@ -87,12 +87,6 @@ class Revisions:
 
     # ---- promotion tags ------------------------------------------------------------------------------
 
-    def best_tags(self, repo: str) -> dict[int, str]:
-        """The promotions so far: N of each best-<N> tag -> the commit it marks."""
-        with self.errors(repo, None, "cannot list the refs of"):
-            tags = self.api.list_repo_refs(repo).tags
-        return {int(m.group(1)): t.target_commit for t in tags if (m := TAG_PATTERN.match(t.name))}
-
     def tag_promotion(self, repo: str, branch: str, commit: str, message: str) -> str | None:
         """Tag `commit` best-<N+1>, unless a best tag already marks it or `branch` has moved on.
 
@@ -102,7 +96,7 @@ class Revisions:
         Returns the tag made, or None.
         """
         for _ in range(TAG_ATTEMPTS):
-            tags = self.best_tags(repo)
+            tags = promotions(self.api, repo, self.token)
             if commit in tags.values() or self.head(repo, branch) != commit:
                 return None
             tag = f"best-{max(tags, default=0) + 1}"
@@ -117,12 +111,17 @@ class Revisions:
                        "run the command again")
 
 
-def newest_promotion(api, repo: str, token: str | None) -> str | None:
-    """The commit of the newest best-<N> tag: the last verified promotion of `main`."""
+def promotions(api, repo: str, token: str | None) -> dict[int, str]:
+    """The promotions so far: N of each best-<N> tag -> the commit it marks."""
     with hub_errors(repo, None, "cannot read the refs of", token):
         tags = api.list_repo_refs(repo).tags
-    promoted = [(int(m.group(1)), tag.target_commit) for tag in tags if (m := TAG_PATTERN.match(tag.name))]
-    return max(promoted)[1] if promoted else None
+    return {int(m.group(1)): tag.target_commit for tag in tags if (m := TAG_PATTERN.match(tag.name))}
+
+
+def newest_promotion(api, repo: str, token: str | None) -> str | None:
+    """The commit of the newest best-<N> tag: the last verified promotion of `main`."""
+    promoted = promotions(api, repo, token)
+    return promoted[max(promoted)] if promoted else None
 
 
 def same_content(remote, source: Path | bytes) -> bool:
