@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from demo_support import copy_repo  # noqa: E402
 from space_support import free_port  # noqa: E402
 from common.atomic import write_json_atomic  # noqa: E402
+from training.layout import EvalRoot, RunsDir, read_json  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
 
 TARGET_S = 300.0
@@ -33,9 +34,10 @@ RESULT = REPO_ROOT / "bench" / "results" / "demo-cpu.json"
 
 def demo_quality(work: Path) -> dict:
     """The best demo adapter against the base: validation loss, and ROUGE-L with its paired interval."""
-    comparison = json.loads((work / "eval" / "comparison.json").read_text())
-    best = json.loads((work / "runs" / "best.json").read_text())["experiment"]
-    metrics = json.loads((work / "runs" / best / "metrics.json").read_text())
+    comparison = read_json(EvalRoot(work / "eval").comparison_json)
+    runs = RunsDir(work / "runs")
+    best = runs.best()
+    metrics = runs.run(best).metrics()
     return {"adapter": best, "eval_loss": {"base": metrics["initial_eval_loss"], "adapter": metrics["final_eval_loss"]},
             "rougeL": {name: comparison["models"][name]["rougeL"]["value"] for name in ("base", best)},
             "paired_rougeL": comparison["paired_vs_base"][best]["rougeL"], "n": comparison["n"]}

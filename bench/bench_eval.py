@@ -57,10 +57,11 @@ def main() -> int:
         return 1
 
     import torch
-    from training.chat import load_tokenizer
     from training.config import EvalConfig
     from training.evaluate import evaluate
+    from training.layout import BASE, EvalRoot
     from training.tiny_base import build_tiny_base
+    from training.tokenizer import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,8 +77,8 @@ def main() -> int:
         started = time.perf_counter()
         evaluate(config)
         wall_s = time.perf_counter() - started
-        details = json.loads((tmp / "eval" / "base" / "metrics.json").read_text())
-        predictions = (tmp / "eval" / "base" / "predictions.jsonl").read_text().splitlines()
+        base_eval = EvalRoot(tmp / "eval").model(BASE)
+        details, predictions = base_eval.run_info(), base_eval.predictions()
 
     result = {
         "benchmark": "evaluate the tiny base on real flashcard questions (CPU)",

@@ -62,10 +62,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
-    from training.chat import format_prompt, load_tokenizer
+    from training.chat import format_prompt
     from training.config import DEFAULT_SYSTEM_PROMPT
     from training.generation import load_model
     from training.hardware import auto_precision
+    from training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     base_dir, adapter_dir = prepare_models(args, tokenizer)

@@ -25,6 +25,7 @@ from bench.quality_runs import (  # noqa: E402
     FLASHCARDS, MEDQA, Run, base_record, evaluate, prepare, run_metrics, summary_block, train,
 )
 from common.atomic import write_json_atomic  # noqa: E402
+from training.layout import DataDir  # noqa: E402
 from training.provenance import hardware, library_versions, sha256_file  # noqa: E402
 
 SETTINGS = {
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
                      "final_eval_loss": metrics[n]["final_eval_loss"],
                      "eval_loss": metrics[n]["eval_loss"], "batching": metrics[n].get("batching")}
                  for n, r in zip(names, setting["runs"])},
-        "data": json.loads((data / "data_report.json").read_text())["splits"],
+        "data": DataDir(data).report()["splits"],
         "inputs": {"flashcards_sha256": sha256_file(args.flashcards),
                    "base": base_record(args.base)},
         "hardware": hardware(), "versions": library_versions(),

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.quality_runs import FLASHCARDS, Run, base_record, cli, paired_difference, prepare, train  # noqa: E402
 from common.atomic import write_json_atomic  # noqa: E402
+from training.layout import EvalRoot, RunsDir  # noqa: E402
 
 STUDY = "smollm2"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -88,8 +89,8 @@ def main(argv=None) -> int:
                          f"models=base,exp1,{best_name}", "medqa=null", f"base_model={args.base}",
                          *(SMOKE_EVALUATE if args.smoke else [])]
     cli(["training", "evaluate", *[a for s in evaluate_settings for a in ("--set", s)]], logs / "evaluate.log")
-    comparison = json.loads((folder / "eval" / "comparison.json").read_text())
-    exp1_metrics = json.loads((folder / "runs" / "exp1" / "metrics.json").read_text())
+    comparison = json.loads(EvalRoot(folder / "eval").comparison_json.read_text())
+    exp1_metrics = RunsDir(folder / "runs").run("exp1").metrics()
 
     found = summary["counts"]
     record = {

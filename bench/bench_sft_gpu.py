@@ -112,9 +112,9 @@ def main(argv=None) -> int:
 
 def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
     """The random base (with the real tokenizer beside it, as a Hub checkpoint has) and the prepared splits."""
-    from training.chat import load_tokenizer
     from training.config import DataConfig
     from training.prepare import prepare
+    from training.tokenizer import load_tokenizer
 
     if not (base_dir / "config.json").exists():
         random_base_model(args.model_config, base_dir, tiny=args.tiny)
@@ -125,7 +125,8 @@ def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
 
 
 def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict:
-    from training.config import ExperimentConfig, dump, load_experiment, validate
+    from common.yaml_config import validate
+    from training.config import ExperimentConfig, dump, load_experiment
     from training.hardware import plan_hardware
     from training.train import (
         adapter_input_casts_skipped, batching_summary, build_model, build_trainer, load_splits, load_tokenizer,

@@ -29,6 +29,7 @@ from bench.quality_runs import (  # noqa: E402
     FLASHCARDS, MEDQA, Run, base_record, evaluate, paired_difference, prepare, run_metrics, time_to_loss, train,
 )
 from common.atomic import write_json_atomic  # noqa: E402
+from training.layout import DataDir  # noqa: E402
 from training.provenance import hardware, library_versions  # noqa: E402
 
 REFERENCE = Run("reference", "exp1", {"batch_tokens": None})
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
         "concurrency": args.concurrency,
         "base_model": comparison["models"]["base"],
         "wall_s": round(time.perf_counter() - start, 1),
-        "data": json.loads((data / "data_report.json").read_text())["splits"],
+        "data": DataDir(data).report()["splits"],
         "base": base_record(args.base),
         "hardware": hardware(), "versions": library_versions(),
     }

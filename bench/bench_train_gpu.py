@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    from training.chat import load_tokenizer
     from training.config import DEFAULT_SYSTEM_PROMPT
+    from training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     examples = tokenize_examples(tokenizer, load_flashcards(args.flashcards, args.limit),

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.layout import DataDir, EvalRoot, RunsDir, read_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared" / "data"
 FLASHCARDS = SHARED / "flashcards" / "medical_flashcards_test_3396.json"
@@ -52,7 +54,7 @@ def sets(settings: dict) -> list[str]:
 
 def prepare(work: Path, base: Path, flashcards: Path, max_examples, logs: Path) -> Path:
     data = work / "data"
-    if not (data / "data_report.json").exists():
+    if not DataDir(data).report_file.exists():
         cli(["training", "prepare", "--config", "configs/data.yaml", *sets({
             "source": str(flashcards), "revision": None, "tokenizer": str(base), "tokenizer_revision": None,
             "max_examples": max_examples, "output_dir": str(data)})], logs / "prepare.log")
@@ -80,7 +82,7 @@ def evaluate(names: list[str], base: Path, data: Path, work: Path, logs: Path, m
                 f"models={','.join(['base', *names])}", f"medqa={medqa if medqa else 'null'}", f"base_model={base}"]
     cli(["training", "evaluate", *[arg for setting in settings for arg in ("--set", setting)]],
         logs / f"evaluate-{'-'.join(names) or 'base'}.log")
-    return json.loads((work / "eval" / "comparison.json").read_text())
+    return read_json(EvalRoot(work / "eval").comparison_json)
 
 
 def base_record(base: Path) -> dict:
@@ -90,7 +92,7 @@ def base_record(base: Path) -> dict:
 
 
 def run_metrics(work: Path, name: str) -> dict:
-    return json.loads((work / "runs" / name / "metrics.json").read_text())
+    return RunsDir(work / "runs").run(name).metrics()
 
 
 def time_to_loss(metrics: dict, target: float) -> float | None:
@@ -102,7 +104,7 @@ def time_to_loss(metrics: dict, target: float) -> float | None:
 
 
 def per_example(work: Path, name: str, score: str = "rougeL") -> dict[str, float]:
-    rows = [json.loads(line) for line in (work / "eval" / name / "predictions.jsonl").read_text().splitlines()]
+    rows = EvalRoot(work / "eval").model(name).predictions()
     return {row["id"]: row["scores"][score] for row in rows}
 
 

@@ -1,7 +1,7 @@
-"""The local outputs that `push` publishes: data/processed, runs/<exp>/ and eval/ (ARCHITECTURE.md)."""
+"""What `push` publishes, read once through training.layout: the prepared data, the trained runs
+and their evaluation. Missing pieces are named with the command that makes them."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -9,80 +9,74 @@ from typing import Any
 
 from common.errors import DataError
 from hub.config import HubConfig
-from training.config import ExperimentConfig, read_yaml, validate
-from training.prepare import REPORT_FILE
+from training.config import ExperimentConfig
+from training.layout import BASE, DataDir, EvalDir, EvalRoot, RunDir, RunsDir
 
 PREDICTIONS_SAMPLE_LINES = 20
 
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str
-    run_dir: Path
-    config: ExperimentConfig  # runs/<exp>/config.yaml, validated again
-    train_metrics: dict[str, Any]  # runs/<exp>/metrics.json
-    provenance: dict[str, Any]  # runs/<exp>/provenance.json
-    eval_dir: Path  # eval/<exp>/ (may be absent)
+    """A trained run and its evaluation (which may be absent)."""
+
+    run: RunDir
+    eval: EvalDir
+    config: ExperimentConfig  # config.yaml, validated when the inputs are read, before anything is pushed
 
     @property
-    def adapter_dir(self) -> Path:
-        return self.run_dir / "adapter"
+    def name(self) -> str:
+        return self.run.name
 
-    @cached_property  # read by staging, plots and cards alike: parse it once
+    @cached_property  # read by releases, plots and cards alike: parse each once
+    def train_metrics(self) -> dict[str, Any]:
+        return self.run.metrics()
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        return self.run.provenance()
+
+    @cached_property
     def eval_metrics(self) -> dict[str, Any] | None:
-        path = self.eval_dir / "metrics.json"
-        return read_json(path) if path.exists() else None
+        return self.eval.metrics()
 
     @property
     def base_model(self) -> tuple[str, str | None]:
         base = self.provenance.get("base_model") or {}
         return base.get("id") or self.config.base_model, base.get("revision", self.config.base_revision)
 
-    def predictions_sample(self) -> str | None:
-        path = self.eval_dir / "predictions.jsonl"
-        if not path.exists():
+    def predictions_sample(self) -> bytes | None:
+        if not self.eval.predictions_file.exists():
             return None
-        with path.open(encoding="utf-8") as fh:
-            return "".join(line for _, line in zip(range(PREDICTIONS_SAMPLE_LINES), fh))
+        with self.eval.predictions_file.open("rb") as fh:
+            return b"".join(line for _, line in zip(range(PREDICTIONS_SAMPLE_LINES), fh))
 
 
 @dataclass(frozen=True)
 class Inputs:
-    data_dir: Path
+    data: DataDir
     report: dict[str, Any]  # data_report.json
     experiments: list[Experiment]
-    best: str | None  # runs/best.json "experiment"
-    eval_dir: Path
+    best: str | None  # runs/best.json "experiment", when it is one of `experiments`
+    evaluation: EvalRoot
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data.path)
 
     @cached_property
     def base_eval(self) -> dict[str, Any] | None:
-        path = self.eval_dir / "base" / "metrics.json"
-        return read_json(path) if path.exists() else None
-
-    @property
-    def plots(self) -> list[Path]:
-        return sorted((self.eval_dir / "plots").glob("*.png"))
+        return self.evaluation.model(BASE).metrics()
 
     def experiment(self, name: str) -> Experiment:
         return next(exp for exp in self.experiments if exp.name == name)
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON (line {exc.lineno}: {exc.msg})") from None
-
-
 def load_inputs(config: HubConfig, names: list[str] | None = None) -> Inputs:
-    """Everything to publish; missing pieces are named with the command that makes them."""
-    report_path = config.data_dir / REPORT_FILE
-    if not report_path.exists():
-        raise DataError(f"{report_path}: not found; run `make data` (python -m training prepare) first")
-    run_dirs = sorted(p.parent.parent for p in config.runs_dir.glob("*/adapter/adapter_config.json"))
-    available = {p.name: p for p in run_dirs}
+    """Everything to publish: the named experiments (default: every trained run), each config validated."""
+    data = DataDir(config.data_dir)
+    report = data.report()
+    runs = RunsDir(config.runs_dir)
+    available = {run.name: run for run in runs.trained()}
     wanted = names or sorted(available)
     unknown = [name for name in wanted if name not in available]
     if unknown:
@@ -92,28 +86,7 @@ def load_inputs(config: HubConfig, names: list[str] | None = None) -> Inputs:
         )
     if not wanted:
         raise DataError(f"{config.runs_dir}: no trained experiments; run `make train` first")
-    best_path = config.runs_dir / "best.json"
-    best = read_json(best_path)["experiment"] if best_path.exists() else None
-    return Inputs(
-        data_dir=config.data_dir,
-        report=read_json(report_path),
-        experiments=[load_experiment(available[name], config.eval_dir / name) for name in wanted],
-        best=best if best in wanted else None,
-        eval_dir=config.eval_dir,
-    )
-
-
-def load_experiment(run_dir: Path, eval_dir: Path) -> Experiment:
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise DataError(f"{config_path}: missing (the run is incomplete; train it again)")
-    # Cards and the Space read it; a hand-edited one must still be a valid experiment (one line if not).
-    config = validate(ExperimentConfig, read_yaml(config_path), str(config_path))
-    return Experiment(
-        name=run_dir.name,
-        run_dir=run_dir,
-        config=config,
-        train_metrics=read_json(run_dir / "metrics.json"),
-        provenance=read_json(run_dir / "provenance.json"),
-        eval_dir=eval_dir,
-    )
+    evaluation = EvalRoot(config.eval_dir)
+    best = runs.best()
+    experiments = [Experiment(available[name], evaluation.model(name), available[name].config()) for name in wanted]
+    return Inputs(data, report, experiments, best if best in wanted else None, evaluation)

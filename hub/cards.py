@@ -13,30 +13,15 @@ from typing import Any
 from common.errors import HubError
 from common.hub_ids import is_hub_id
 from hub.artifacts import Experiment, Inputs
+from training import metric_registry as registry
 from training.config import MEDQA_ID
 
 TEMPLATES = Path(__file__).parent / "templates"
 HUB_URL = "https://huggingface.co"
 TAGS = ["medical", "lora", "peft", "trl", "sft", "question-answering"]
-# The eval/ folder pushed with each branch: per model, what `training evaluate` wrote (metrics.json,
-# predictions.jsonl, medqa.jsonl), from which every number on the card is recomputed.
+# The eval/ folder pushed with each branch: per model, what `training evaluate` wrote (training.layout's
+# EvalDir files), from which every number on the card is recomputed.
 EVAL_FOLDER = "eval"
-
-# (metrics.json key, table label, model-index metric type, format)
-METRICS = (
-    ("bleu", "BLEU (sacrebleu)", "bleu", "{:.2f}"),
-    ("nltk_sentence_bleu", "mean sentence BLEU (nltk)", "sentence_bleu", "{:.4f}"),
-    ("rouge1", "ROUGE-1", "rouge1", "{:.4f}"),
-    ("rouge2", "ROUGE-2", "rouge2", "{:.4f}"),
-    ("rougeL", "ROUGE-L", "rougeL", "{:.4f}"),
-    ("rougeLsum", "ROUGE-Lsum", "rougeLsum", "{:.4f}"),
-    ("perplexity", "Perplexity", "perplexity", "{:.3f}"),
-    ("medqa_accuracy", "MedQA acc. (chat, option text)", "accuracy", "{:.4f}"),
-    # the harness's own metric names, so these entries read as its medqa_4options results
-    ("medqa_harness_acc", "MedQA acc (lm-eval-harness)", "acc", "{:.4f}"),
-    ("medqa_harness_acc_norm", "MedQA acc_norm (lm-eval-harness)", "acc_norm", "{:.4f}"),
-)
-MEDQA_KEYS = ("medqa_accuracy", "medqa_harness_acc", "medqa_harness_acc_norm")
 
 
 @dataclass(frozen=True)
@@ -82,11 +67,10 @@ def metrics_table(inputs: Inputs, experiments: list[Experiment]) -> tuple[list[s
     """One row per metric that someone has: n, then base and each evaluated experiment (model columns)."""
     columns = [(name, m) for name, m in [("base", inputs.base_eval)] + [(e.name, e.eval_metrics) for e in experiments] if m]
     rows = []
-    for key, label, _, fmt in METRICS:
-        if not any(key in m for _, m in columns):
-            continue
-        counts = sorted({str(metric_n(m, key)) for _, m in columns if key in m})
-        rows.append({"name": label, "cells": [" / ".join(counts)] + [fmt_metric(m.get(key), fmt) for _, m in columns]})
+    for metric in registry.present(*(m for _, m in columns)):
+        counts = sorted({str(metric_n(m, metric)) for _, m in columns if metric.key in m})
+        rows.append({"name": metric.label,
+                     "cells": [" / ".join(counts)] + [fmt_metric(m.get(metric.key), metric.fmt) for _, m in columns]})
     return ["n"] + [name for name, _ in columns], rows
 
 
@@ -94,38 +78,39 @@ def paired_table(experiments: list[Experiment]) -> tuple[list[str], list[dict[st
     """Experiment minus base per metric, paired on the same examples (the intervals that answer "is it better")."""
     columns = [(e.name, (e.eval_metrics or {}).get("paired_vs_base")) for e in experiments]
     columns = [(name, paired) for name, paired in columns if paired]
-    rows = [{"name": label, "cells": [fmt_metric(paired.get(key), fmt, "diff", signed=True) for _, paired in columns]}
-            for key, label, _, fmt in METRICS if any(key in paired for _, paired in columns)]
+    rows = [{"name": metric.label,
+             "cells": [fmt_metric(paired.get(metric.key), metric.fmt, "diff", signed=True) for _, paired in columns]}
+            for metric in registry.present(*(paired for _, paired in columns))]
     return [f"{name} − base" for name, _ in columns], rows
 
 
-def metric_n(metrics: dict[str, Any], key: str) -> int | str:
+def metric_n(metrics: dict[str, Any], metric: registry.Metric) -> int | str:
     """How many examples (or MedQA questions) a metric was computed on."""
     per_metric = metrics.get("n_per_metric") or {}
-    if key in per_metric:
-        return per_metric[key]
-    return metrics.get("medqa_n" if key in MEDQA_KEYS else "n", "–")
+    if metric.key in per_metric:
+        return per_metric[metric.key]
+    return metrics.get(metric.population.count_key, "–")
 
 
 def evaluation_notes(exp: Experiment, inputs: Inputs) -> dict[str, Any]:
     """What the card states about how the numbers were made, read from eval_metrics.json."""
-    from training.evaluate import decoding_text
+    from training.eval_report import decoding_of, decoding_text
 
     metrics = exp.eval_metrics or {}
     decoding = metrics.get("decoding") or {}
     intervals = metrics.get("intervals") or {}
     medqa = metrics.get("medqa_source") or {}
-    base_decoding = (inputs.base_eval or {}).get("decoding") or {}
-    same = {k: decoding.get(k) for k in DECODING_COMPARED} == {k: base_decoding.get(k) for k in DECODING_COMPARED}
+    shown = registry.present(metrics, inputs.base_eval)
     return {
         "decoding": decoding_text(decoding) if decoding else None,
         "decoding_from": decoding.get("from"),
         "stop_tokens": ", ".join(f"`{t}`" for t in decoding.get("stop_tokens") or []),
-        "base_same_decoding": bool(inputs.base_eval) and same,
+        "base_same_decoding": bool(inputs.base_eval) and decoding_of(metrics) == decoding_of(inputs.base_eval),
         "references_over": metrics.get("references_over_max_new_tokens"),
         "n": metrics.get("n"),
         "max_new_tokens": decoding.get("max_new_tokens"),
-        "settings": metrics.get("metric_settings") or {},
+        "methods": registry.method_lines(shown, metrics.get("metric_settings") or {}),
+        "lower_is_better": ", ".join(metric.label for metric in shown if metric.lower_is_better),
         "interval_method": intervals.get("method", "bootstrap"),
         "confidence": round(100 * float(intervals.get("confidence", 0.95))),
         "resamples": intervals.get("resamples"),
@@ -133,9 +118,6 @@ def evaluation_notes(exp: Experiment, inputs: Inputs) -> dict[str, Any]:
         "medqa": medqa_text(medqa) if medqa else None,
         "medqa_n": metrics.get("medqa_n"),
     }
-
-
-DECODING_COMPARED = ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty")
 
 
 def medqa_text(source: dict[str, Any]) -> str:
@@ -155,10 +137,8 @@ def eval_results(exp: Experiment, where: Where) -> list:
     medqa = metrics.get("medqa_source") or {}
     settings = metrics.get("metric_settings") or {}
     results = []
-    for key, label, metric_type, _ in METRICS:
-        if key not in metrics:
-            continue
-        is_medqa = key in MEDQA_KEYS
+    for metric in registry.present(metrics):
+        is_medqa = metric.population is registry.MEDQA
         from_hub = medqa.get("type") == "hub" and is_hub_id(str(medqa.get("id")))
         results.append(EvalResult(
             task_type="question-answering" if is_medqa else "text-generation",
@@ -167,24 +147,13 @@ def eval_results(exp: Experiment, where: Where) -> list:
             dataset_name="MedQA (USMLE, 4 options)" if is_medqa else "Medical flashcards (chat)",
             dataset_split="test" if is_medqa else (metrics.get("data") or {}).get("split", "test"),
             dataset_revision=(medqa.get("revision") if from_hub else None) if is_medqa else where.dataset_revision,
-            metric_type=metric_type,
-            metric_name=label,
-            metric_value=round(float(metrics[key]["value"]), 4),
-            metric_args=metric_args(key, settings, metrics),
+            metric_type=metric.index_type,
+            metric_name=metric.label,
+            metric_value=round(float(metrics[metric.key]["value"]), 4),
+            # the settings a reader needs to reproduce the value, as evaluation recorded them
+            metric_args={**metric.method.index_args(settings.get(metric.method.key, "")), "n": metric_n(metrics, metric)},
         ))
     return results
-
-
-def metric_args(key: str, settings: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The settings a reader needs to reproduce one model-index value."""
-    n = metric_n(metrics, key)
-    if key == "bleu":
-        return {"signature": settings.get("bleu", "").removeprefix("sacrebleu corpus BLEU, signature "), "n": n}
-    if key.startswith("rouge"):
-        return {"use_stemmer": True, "f_measure": True, "n": n}
-    if key.startswith("medqa_harness"):
-        return {"harness_task": "medqa_4options", "num_fewshot": 0, "n": n}
-    return {"n": n}
 
 
 def hyperparameter_rows(config) -> list[tuple[str, str, str]]:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.errors import ConfigError
-from training.config import StrictModel, load_config
+from common.yaml_config import StrictModel, load_config
 
 REPO_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 

@@ -19,7 +19,8 @@ from common.hub_ids import is_hub_id
 from hub.auth import current_token, preflight_config
 from hub.cards import published_base
 from hub.config import HubConfig, load_hub_config
-from hub.publish import ADAPTER_REPO_IGNORE, TAG_PATTERN
+from hub.revisions import NEVER_PUBLISHED, newest_promotion
+from training.layout import RUN_PROVENANCE
 
 # Set on every deploy, beside the pinned model: gradio's usage analytics off (app.py forces it too;
 # the variable also covers anything that imports gradio before app.py runs).
@@ -73,7 +74,7 @@ def stage_space(space_dir: Path, dest: Path, variables: dict[str, str], dataset_
     `preload_from_hub` the commits to download at build time (the key is left out when empty)."""
     from huggingface_hub import SpaceCard
 
-    shutil.copytree(space_dir, dest, ignore=shutil.ignore_patterns(*ADAPTER_REPO_IGNORE))
+    shutil.copytree(space_dir, dest, ignore=shutil.ignore_patterns(*NEVER_PUBLISHED))
     card = SpaceCard.load(dest / "README.md")
     card.data.models = list(dict.fromkeys([variables["BASE_MODEL"], variables["ADAPTER_REPO"]]))
     card.data.datasets = list(dict.fromkeys([*(card.data.datasets or []), dataset_repo]))
@@ -108,14 +109,11 @@ def pinned_variables(api, adapter_repo: str, token: str, config: HubConfig) -> d
     """BASE_MODEL/BASE_REVISION/ADAPTER_REPO/ADAPTER_REVISION from the newest best-<N> tag."""
     from huggingface_hub import hf_hub_download
 
-    with hub_errors(adapter_repo, None, "cannot read the refs of", token):
-        tags = api.list_repo_refs(adapter_repo).tags
-    promoted = [(int(m.group(1)), tag.target_commit) for tag in tags if (m := TAG_PATTERN.match(tag.name))]
-    if not promoted:
+    revision = newest_promotion(api, adapter_repo, token)
+    if revision is None:
         raise HubError(f"{adapter_repo} has no verified best-<N> tag yet; run `make push` first")
-    revision = max(promoted)[1]
-    with hub_errors(adapter_repo, revision, "cannot read provenance.json of", token):
-        provenance = json.loads(Path(hf_hub_download(adapter_repo, "provenance.json", revision=revision, token=token)).read_text())
+    with hub_errors(adapter_repo, revision, f"cannot read {RUN_PROVENANCE} of", token):
+        provenance = json.loads(Path(hf_hub_download(adapter_repo, RUN_PROVENANCE, revision=revision, token=token)).read_text())
     base = provenance.get("base_model") or {}
     base_id, base_revision = published_base(base.get("id"), base.get("revision"),
                                             config.base_model_repo, config.base_model_revision)

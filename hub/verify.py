@@ -34,7 +34,8 @@ def _load_and_answer(repo_id, revision, base_id, base_revision, token, cache) ->
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training.chat import format_prompt, load_tokenizer, read_contract
+    from training.chat import format_prompt, read_contract
+    from training.tokenizer import load_tokenizer
 
     folder = snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token)
     contract = read_contract(folder)

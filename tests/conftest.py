@@ -41,7 +41,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def real_tokenizer(shared_data):
     """The real TinyLlama tokenizer from ../shared/data/tokenizer."""
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
 
     # load_tokenizer: this tokenizer.json's legacy merges are rejected by tokenizers >= 0.23.
     return load_tokenizer(shared_data / "tokenizer")

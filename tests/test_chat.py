@@ -12,13 +12,13 @@ from training.chat import (
     build_messages,
     end_of_turn,
     format_example,
-    load_tokenizer,
     read_contract,
     stop_token_ids,
     write_contract,
 )
 from common.errors import DataError
 from training.config import DEFAULT_SYSTEM_PROMPT, GenerationConfig
+from training.tokenizer import load_tokenizer
 
 QUESTION = "What is the first-line treatment for anaphylaxis?"
 ANSWER = "Intramuscular epinephrine (adrenaline), 0.5 mg for adults."

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import EXIT_USAGE, ConfigError
-from training.config import DataConfig, ExperimentConfig, load_config, load_experiment
+from common.yaml_config import load_config
+from training.config import DataConfig, ExperimentConfig, load_experiment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = REPO_ROOT / "configs"
@@ -30,7 +31,8 @@ def test_shipped_experiments_load(path):
 def test_shipped_experiments_hold_only_what_differs_from_the_defaults(path):
     """Each setting is explained once, in training/config.py; a YAML that repeats a default hides what the
     experiment changes (and goes stale when the default moves)."""
-    from training.config import dump, read_yaml
+    from common.yaml_config import read_yaml
+    from training.config import dump
 
     defaults = dump(ExperimentConfig(name=path.stem))
     resolved = dump(load_experiment(str(path)))

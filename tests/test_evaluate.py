@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from common.errors import ConfigError, DataError
-from training import evaluate as evaluate_module
+from training import metric_registry as registry
 from training import medqa
 from training.chat import format_example, format_prompt
 from training.cli import COMMANDS, main
@@ -215,10 +215,10 @@ def test_evaluate_cli_end_to_end(workspace):
     medqa_file = workspace / "medqa.jsonl"
     for metrics in (base, tuned):
         assert metrics["n"] == 4 and metrics["medqa_n"] == 3
-        for name in evaluate_module.METRICS:
+        for name in registry.keys():
             assert metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"], name
             assert metrics["n_per_metric"][name] == (3 if name.startswith("medqa") else 4)
-        for name in evaluate_module.MEDQA_METRICS:
+        for name in [m.key for m in registry.METRICS if m.population is registry.MEDQA]:
             assert metrics[name]["stderr"] is not None
         assert "nltk_bleu" not in metrics
         assert metrics["provenance"]["versions"]["sacrebleu"]
@@ -253,7 +253,7 @@ def test_evaluate_cli_end_to_end(workspace):
     table = (out / "comparison.md").read_text()
     assert "| base | 4 / 3 | greedy, max_new_tokens 6, repetition_penalty 1.2 |" in table
     assert "| exp1 | 4 / 3 |" in table and "Fine-tuned minus base" in table
-    assert set(tuned["paired_vs_base"]) == set(evaluate_module.METRICS)  # same decoding: every metric paired
+    assert set(tuned["paired_vs_base"]) == set(registry.keys())  # same decoding: every metric paired
     assert (out / "plots" / "metrics.png").stat().st_size > 0 and (out / "plots" / "loss_curves.png").stat().st_size > 0
     assert not list(out.glob(".*"))  # no leftover partial folders
 
@@ -284,7 +284,8 @@ def test_set_wins_over_eval_yaml(tmp_path):
 
 
 def test_eval_config_defaults_leave_decoding_to_the_adapter_and_score_all_medqa_on_a_gpu():
-    from training.config import MEDQA_REVISION, EvalConfig, load_config, validate
+    from common.yaml_config import load_config, validate
+    from training.config import MEDQA_REVISION, EvalConfig
 
     for config in (EvalConfig(), load_config(EvalConfig, REPO_ROOT / "configs" / "eval.yaml")):
         assert config.max_new_tokens is None and config.medqa_limit == "auto"
@@ -299,7 +300,8 @@ def test_base_decodes_as_the_adapters_and_differing_adapters_are_refused(tmp_pat
 
     from training.chat import write_contract
     from training.config import GenerationConfig
-    from training.evaluate import BASE, ModelSpec, plan_decoding
+    from training.eval_run import ModelSpec, plan_decoding
+    from training.layout import BASE
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
     specs = [ModelSpec(BASE, str(tiny_base), None)]
@@ -380,7 +382,7 @@ def test_harness_logliks_follow_the_harness_encoding(tiny):
 @pytest.mark.slow
 def test_medqa_defaults_to_a_subsample_on_cpu_and_records_what_was_scored(shared_data):
     from training.config import EvalConfig
-    from training.evaluate import load_medqa
+    from training.eval_run import load_medqa
 
     path = shared_data / "eval" / "medqa_usmle_4options_test.jsonl"
     if torch.cuda.is_available():

@@ -146,11 +146,12 @@ def test_budget_must_be_positive():
 @pytest.mark.slow
 def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
     """train.py's path: SFTTrainer(padding_free) + enable_padding_free reproduces the padded batch's loss."""
-    from training.chat import load_tokenizer
-    from training.config import DataConfig, ExperimentConfig, validate
+    from common.yaml_config import validate
+    from training.config import DataConfig, ExperimentConfig
     from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
+    from training.tokenizer import load_tokenizer
     from training.train import build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
@@ -179,11 +180,12 @@ def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
 @pytest.mark.slow
 def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base, tmp_path):
     """batch_tokens: trl packs whole examples into rows, and a step's loss is theirs, computed one by one."""
-    from training.chat import load_tokenizer
-    from training.config import DataConfig, ExperimentConfig, validate
+    from common.yaml_config import validate
+    from training.config import DataConfig, ExperimentConfig
     from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
+    from training.tokenizer import load_tokenizer
     from training.train import batching_summary, build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
@@ -249,7 +251,8 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
     ("linear", 4.0, 2e-4),  # a packed step smaller than effective_batch_size keeps the rate
 ])
 def test_packed_learning_rate_rules(rule, examples, expected):
-    from training.config import ExperimentConfig, validate
+    from common.yaml_config import validate
+    from training.config import ExperimentConfig
     from training.train import packed_learning_rate
 
     config = validate(ExperimentConfig, {"name": "x", "lr_scaling": rule}, "test")

@@ -10,9 +10,11 @@ import pytest
 
 from common.atomic import OWNER_MARKER
 from common.errors import EXIT_DATA, DataError, HubError
+from common.yaml_config import load_config
 from training.clean import DROP_REASONS, Row, clean_rows, clean_text, question_id
-from training.config import DataConfig, load_config
-from training.prepare import REPORT_FILE, SPLITS, prepare, split_by_question, subsample
+from training.config import DataConfig
+from training.layout import DATA_REPORT as REPORT_FILE
+from training.prepare import SPLITS, prepare, split_by_question, subsample
 from training.sources import read_source
 
 from conftest import REPO_ROOT
@@ -121,7 +123,7 @@ def test_too_few_questions_to_split(n_questions, answers_per_question):
 
 # ---- prepare end to end (sample flashcards + tiny base tokenizer) ------------------------
 def test_prepare_sample(tmp_path, sample_flashcards, tiny_base):
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
 
     config = data_config(tmp_path, sample_flashcards, tiny_base)
     report = prepare(config)

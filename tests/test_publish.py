@@ -345,9 +345,11 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
 
     from huggingface_hub import ModelCard, ModelCardData, snapshot_download
 
-    from hub.cards import EVAL_FOLDER, METRICS, fmt_metric
+    from hub.cards import EVAL_FOLDER, fmt_metric
     from training.config import EvalConfig
-    from training.evaluate import read_jsonl, summarise
+    from training.eval_report import summarise
+    from training.layout import read_jsonl
+    from training.metric_registry import METRICS
 
     for revision in (f"exp/{published.other}", "main"):
         folder = Path(snapshot_download(published.adapter, revision=revision, cache_dir=tmp_path / "cache"))
@@ -363,7 +365,7 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         experiments = [m for m in models if m != "base"]
         assert models[0] == "base" and len(experiments) == (2 if revision == "main" else 1)
         checked = 0
-        for key, label, _, fmt in METRICS:
+        for key, label, fmt in ((m.key, m.label, m.fmt) for m in METRICS):
             if key not in summary["models"]["base"]:
                 continue
             n = summary["n"]["base"]["medqa" if key.startswith("medqa") else "test"]
@@ -375,7 +377,7 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         assert checked == len(METRICS)  # every metric, MedQA's both methods included
         best_or_branch = published.best if revision == "main" else published.other
         by_name = {r.metric_name: r.metric_value for r in card.data.eval_results}
-        for key, label, _, _ in METRICS:
+        for key, label in ((m.key, m.label) for m in METRICS):
             assert by_name[label] == round(summary["models"][best_or_branch][key]["value"], 4), label
         # How many references exceed the decoding cap, from the predictions and the stated max_new_tokens.
         cap = int(re.search(r"max_new_tokens (\d+), repetition_penalty", card.text).group(1))
@@ -384,3 +386,133 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         assert f"{over} of {len(records)} reference answers are longer than {cap} tokens" in card.text
         # model-index survives a round trip through huggingface_hub's card data
         assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results
+
+
+# ---- concurrent pushes ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_concurrent_pushes_promote_once(pipeline, hub_server, tmp_path):
+    """Two `hub push` processes at once, same artifacts: one commit per branch, one promotion, one tag."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from reliability_support import REPO_ROOT
+
+    name = lambda prefix: hub_server.repo_id(prefix).split("/", 1)[1]  # noqa: E731 - fresh repo names
+    adapter = f"{hub_server.user}/{name('race')}"
+    config_dir = write_hub_config(tmp_path / "cfg", pipeline, namespace=hub_server.user, dataset_repo=name("race-data"),
+                                  adapter_repo=adapter.split("/")[1])
+    env = {**os.environ, "HF_TOKEN": hub_server.write_token, "PYTHONPATH": str(REPO_ROOT)}
+    pushes = [subprocess.Popen([sys.executable, "-m", "hub", "push", "--config-dir", str(config_dir)], cwd=REPO_ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [push.communicate(timeout=900)[0] for push in pushes]
+    assert [push.returncode for push in pushes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
+
+    api = HfApi()
+    refs = api.list_repo_refs(adapter)
+    branches = {b.name: b.target_commit for b in refs.branches}
+    assert {t.name: t.target_commit for t in refs.tags} == {"best-1": branches["main"]}
+    assert len(api.list_repo_commits(adapter)) == 2  # the repo's first commit, then one promotion
+    for experiment in ("alpha", "beta"):
+        assert len(api.list_repo_commits(adapter, revision=f"exp/{experiment}")) == 2, experiment
+    best = json.loads(Path(hf_hub_download(adapter, "experiments.json", revision=branches["main"])).read_text())
+    assert best["verified_revision"] == branches[f"exp/{best['best']}"]
+
+
+def _at_once(count: int, work) -> list:
+    """`work()` in `count` threads released together; their results in any order."""
+    import threading
+
+    barrier, results, errors = threading.Barrier(count), [], []
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(work())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+def _revisions(token: str):
+    from huggingface_hub import HfApi
+
+    from hub.revisions import Revisions
+
+    return Revisions(HfApi(token=token), token)  # one client each, as two processes would have
+
+
+def test_two_promotions_racing_for_a_tag_name_tag_the_commit_once(hub_server, hub_token):
+    """Both list the tags before either creates best-1 (the creations are held back together): the loser
+    of the race looks again, finds the commit tagged, and makes no second tag."""
+    import re
+
+    from huggingface_hub import HfApi
+
+    from reliability_support import faults
+
+    repo = hub_server.repo_id("tag-race")
+    api = HfApi(token=hub_token)
+    api.create_repo(repo)
+    commit = api.upload_file(path_or_fileobj=b"weights", path_in_repo="adapter.bin", repo_id=repo).oid
+    faults(hub_server, "POST", [{"method": "POST", "path": f"^/api/models/{re.escape(repo)}/tag/", "action": "delay",
+                                 "seconds": 2, "times": 2}])
+    try:
+        made = _at_once(2, lambda: _revisions(hub_token).tag_promotion(repo, "main", commit, "verified"))
+        held = faults(hub_server, "GET")["rules"]
+    finally:
+        faults(hub_server, "DELETE")
+    assert held == []  # both creations were sent, and held back together
+    assert sorted(made, key=str) == [None, "best-1"]
+    assert {t.name: t.target_commit for t in api.list_repo_refs(repo).tags} == {"best-1": commit}
+    assert _revisions(hub_token).tag_promotion(repo, "main", commit, "verified") is None  # and again: nothing
+
+
+def test_a_superseded_promotion_is_not_tagged(hub_server, hub_token):
+    from huggingface_hub import HfApi
+
+    repo = hub_server.repo_id("superseded")
+    api = HfApi(token=hub_token)
+    api.create_repo(repo)
+    first = api.upload_file(path_or_fileobj=b"one", path_in_repo="adapter.bin", repo_id=repo).oid
+    second = api.upload_file(path_or_fileobj=b"two", path_in_repo="adapter.bin", repo_id=repo).oid
+    revisions = _revisions(hub_token)
+    assert revisions.tag_promotion(repo, "main", first, "verified") is None  # main moved on to `second`
+    assert revisions.tag_promotion(repo, "main", second, "verified") == "best-1"
+
+
+def test_two_identical_commits_at_once_make_one(hub_server, hub_token, tmp_path):
+    """Both name the same parent; the second is answered 412, looks again and finds nothing to change."""
+    import re
+
+    from huggingface_hub import HfApi
+
+    from reliability_support import faults
+
+    repo = hub_server.repo_id("commit-race")
+    HfApi(token=hub_token).create_repo(repo)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(b"\0" * 4096)
+    files = {"adapter_model.safetensors": weights, "README.md": b"# card\n"}
+    faults(hub_server, "POST", [{"method": "POST", "path": f"^/api/models/{re.escape(repo)}/commit/",
+                                 "action": "delay", "seconds": 2, "times": 2}])
+    try:
+        heads = _at_once(2, lambda: _revisions(hub_token).commit(repo, "exp/a", files, "adapter"))
+        held = faults(hub_server, "GET")["rules"]
+    finally:
+        faults(hub_server, "DELETE")
+    api = HfApi()
+    assert held == []  # both commits were sent, and held back together
+    assert heads[0] == heads[1] == api.repo_info(repo, revision="exp/a").sha
+    assert len(api.list_repo_commits(repo, revision="exp/a")) == 2  # the repo's first commit, then one
+    assert _revisions(hub_token).holds(repo, "exp/a", files)

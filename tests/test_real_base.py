@@ -55,7 +55,7 @@ def test_build_is_idempotent(real_base):
 def test_the_real_base_answers_on_topic_and_stops_at_end_of_turn(real_base):
     from transformers import AutoModelForCausalLM
 
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(real_base)
     model = AutoModelForCausalLM.from_pretrained(real_base).eval()
@@ -125,7 +125,8 @@ def test_a_model_folder_without_chat_template_is_one_line(real_base, tmp_path):
 @pytest.fixture(scope="module")
 def real_run(real_base, shared_data, tmp_path_factory):
     """10 optimizer steps of 8 real flashcards on the real base (about a minute on 2 cores)."""
-    from training.config import DataConfig, ExperimentConfig, validate
+    from common.yaml_config import validate
+    from training.config import DataConfig, ExperimentConfig
     from training.prepare import prepare
     from training.train import train_experiment
 
@@ -155,7 +156,7 @@ def test_pushed_adapter_loads_by_revision_and_generates_the_same_text(real_run, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
 
     config, _ = real_run
     adapter = config.run_dir / "adapter"

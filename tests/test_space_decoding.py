@@ -59,7 +59,7 @@ class Loaded:
 def load(model_dir):
     from transformers import AutoModelForCausalLM
 
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
 
     with space_importable():
         decoding = importlib.import_module("decoding")
@@ -225,8 +225,9 @@ def test_a_request_beyond_the_cache_goes_to_generate_and_a_direct_one_ends_the_s
 def test_stream_generation_answers_the_same_with_fast_decode_on_and_off(tiny_base, fast_decode):
     from transformers import AutoModelForCausalLM
 
-    from training.chat import format_prompt, load_tokenizer
+    from training.chat import format_prompt
     from training.config import DEFAULT_SYSTEM_PROMPT
+    from training.tokenizer import load_tokenizer
 
     with space_importable():
         space = importlib.import_module("assistant")

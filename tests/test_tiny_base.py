@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 
-from training.chat import TINYLLAMA_CHAT_TEMPLATE, load_tokenizer
+from training.chat import TINYLLAMA_CHAT_TEMPLATE
 from training.cli import main
 from training.tiny_base import build_tiny_base
+from training.tokenizer import load_tokenizer
 
 
 def digests(folder):

@@ -14,7 +14,8 @@ import yaml
 
 from common.atomic import OWNER_MARKER
 from common.errors import DataError, EnvironmentProblem
-from training.config import DataConfig, ExperimentConfig, dump, validate
+from common.yaml_config import validate
+from training.config import DataConfig, ExperimentConfig, dump
 from training.run_folder import staging_dir
 from training.sample import SAMPLE_PATH
 from training.hardware import Hardware, plan_hardware
@@ -99,7 +100,8 @@ def test_adapter_loads_and_generates(trained, tiny_base):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training.chat import format_prompt, load_tokenizer, read_contract
+    from training.chat import format_prompt, read_contract
+    from training.tokenizer import load_tokenizer
 
     config, _ = trained
     adapter = config.run_dir / "adapter"
@@ -285,7 +287,7 @@ def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data,
     evaluation both run every LoRA layer under the Trainer's autocast, and the intervals count examples."""
     import math
 
-    from training.chat import load_tokenizer
+    from training.tokenizer import load_tokenizer
     from training.train import adapter_input_casts_skipped, batching_summary
 
     config = short_experiment(tiny_base, tiny_data, tmp_path / "runs", max_steps=3, batch_tokens=1024,

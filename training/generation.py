@@ -21,7 +21,8 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     """The base model, with the adapter merged into its weights when given (faster than unmerged LoRA)."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from training.chat import load_tokenizer, stop_token_ids
+    from training.chat import stop_token_ids
+    from training.tokenizer import load_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch_dtype(resolve_precision(precision, "evaluation"))

@@ -1,31 +1,22 @@
 """PNG plots from plain dicts (so evaluation, model cards and tests can all render them).
 
-`plot_metrics({model: {metric: {value, ci_low, ci_high}}}, path)`: one panel per metric, a bar per
-model, whiskers for the confidence interval. `plot_loss_curves({experiment: runs/<exp>/metrics.json
-dict}, path)`: train and validation loss against the optimizer step.
+`metrics_png({model: {metric: {value, ci_low, ci_high}}})`: one panel per registered metric
+(training.metric_registry), a bar per model, whiskers for the confidence interval. `loss_curves_png(
+{experiment: a run's metrics})`: train and validation loss against the optimizer step. Both return
+the PNG's bytes (a push sends them as they are); `plot_metrics` / `plot_loss_curves` write them to a file.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping
+
+from common.atomic import write_bytes_atomic
 
 FIGURE_DPI = 100
 PANEL_SIZE = (3.2, 3.2)  # inches per metric panel
 MAX_COLUMNS = 4
 LOSS_SIZE = (8.0, 4.5)
-
-METRIC_LABELS = {
-    "bleu": "BLEU (sacrebleu, 0-100)",
-    "nltk_sentence_bleu": "mean sentence BLEU (nltk)",
-    "rouge1": "ROUGE-1 F1",
-    "rouge2": "ROUGE-2 F1",
-    "rougeL": "ROUGE-L F1",
-    "rougeLsum": "ROUGE-Lsum F1",
-    "perplexity": "Perplexity (lower is better)",
-    "medqa_accuracy": "MedQA acc. (chat, options)",
-    "medqa_harness_acc": "MedQA acc (lm-eval-harness)",
-    "medqa_harness_acc_norm": "MedQA acc_norm (lm-eval-harness)",
-}
 
 
 def _pyplot():
@@ -39,10 +30,24 @@ def _pyplot():
 
 def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path,
                  confidence: float = 0.95) -> Path:
+    return _write(metrics_png(results, confidence), path)
+
+
+def plot_loss_curves(runs: Mapping[str, Mapping], path: str | Path) -> Path:
+    return _write(loss_curves_png(runs), path)
+
+
+def metrics_png(results: Mapping[str, Mapping[str, Mapping[str, float]]], confidence: float = 0.95) -> bytes:
+    return _png(metrics_figure(results, confidence))
+
+
+def metrics_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]], confidence: float = 0.95):
     """Bar chart per metric across models with CI whiskers; metrics absent everywhere are left out."""
+    from training.metric_registry import present
+
     plt = _pyplot()
     models = list(results)
-    metrics = [m for m in METRIC_LABELS if any(m in results[model] for model in models)]
+    metrics = present(*results.values())
     if not metrics:
         raise ValueError("no metrics to plot")
     rows, columns = grid_shape(len(metrics))
@@ -52,21 +57,21 @@ def plot_metrics(results: Mapping[str, Mapping[str, Mapping[str, float]]], path:
     for ax in axes.flat[len(metrics):]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
-        shown = [m for m in models if metric in results[m]]
-        values = [results[m][metric]["value"] for m in shown]
+        shown = [m for m in models if metric.key in results[m]]
+        values = [results[m][metric.key]["value"] for m in shown]
         # A bias-corrected interval can sit (by rounding, or bias) just beside its point estimate:
         # whiskers are then clipped at the bar rather than drawn negative.
-        errors = [[max(0.0, v - results[m][metric]["ci_low"]) for m, v in zip(shown, values)],
-                  [max(0.0, results[m][metric]["ci_high"] - v) for m, v in zip(shown, values)]]
+        errors = [[max(0.0, v - results[m][metric.key]["ci_low"]) for m, v in zip(shown, values)],
+                  [max(0.0, results[m][metric.key]["ci_high"] - v) for m, v in zip(shown, values)]]
         bars = ax.bar(range(len(shown)), values, yerr=errors, capsize=4,
                       color=[colors[models.index(m) % len(colors)] for m in shown])
         ax.bar_label(bars, fmt="%.4g", fontsize=8, label_type="center")
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
-        ax.set_title(METRIC_LABELS[metric], fontsize=10)
+        ax.set_title(metric.label + (" (lower is better)" if metric.lower_is_better else ""), fontsize=10)
         ax.set_ylim(bottom=min(0.0, *values))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Evaluation ({round(confidence * 100)}% BCa bootstrap CI)")
-    return _save(fig, path)
+    return fig
 
 
 def grid_shape(panels: int) -> tuple[int, int]:
@@ -75,7 +80,7 @@ def grid_shape(panels: int) -> tuple[int, int]:
     return -(-panels // columns), columns
 
 
-def plot_loss_curves(runs: Mapping[str, Mapping], path: str | Path) -> Path:
+def loss_curves_png(runs: Mapping[str, Mapping]) -> bytes:
     """Train (solid) and validation (dashed, dots) loss per experiment, one colour per experiment."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=LOSS_SIZE, dpi=FIGURE_DPI)
@@ -95,18 +100,20 @@ def plot_loss_curves(runs: Mapping[str, Mapping], path: str | Path) -> Path:
     ax.set_ylabel("loss (mean token cross-entropy)")
     ax.set_title("Training and validation loss")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _png(fig)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Fixed figure size and no bbox_inches="tight", so the pixel size is predictable.
     fig.tight_layout()
-    partial = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(partial, dpi=FIGURE_DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
     plt.close(fig)
-    partial.replace(path)  # never a half-written PNG under the real name
-    return path
+    return buffer.getvalue()
+
+
+def _write(png: bytes, path: str | Path) -> Path:
+    write_bytes_atomic(path, png)  # never a half-written PNG under the real name
+    return Path(path)

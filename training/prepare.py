@@ -17,14 +17,16 @@ from typing import Any
 
 from common.atomic import check_replaceable, replace_dir, write_json_atomic
 from common.errors import DataError
-from training.chat import format_examples, load_tokenizer
+from common.yaml_config import load_config
+from training.chat import format_examples
 from training.clean import Row, clean_rows, clean_text, drop_reason
-from training.config import CONFIG_DIR, DataConfig, dump, load_config
+from training.config import CONFIG_DIR, DataConfig, dump
+from training.layout import DATA_REPORT
 from training.provenance import stamp
 from training.sources import SourceRows, read_source
+from training.tokenizer import load_tokenizer
 
 SPLITS = ("train", "validation", "test")
-REPORT_FILE = "data_report.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +182,7 @@ def write_output(output_dir: Path, records: dict[str, list[dict]], report: dict[
     """The DatasetDict and its report, swapped in whole: never half-written."""
     def fill(tmp: Path) -> None:
         to_dataset_dict(records, report["fingerprint"]).save_to_disk(str(tmp))
-        write_json_atomic(tmp / REPORT_FILE, report)
+        write_json_atomic(tmp / DATA_REPORT, report)
 
     replace_dir(output_dir, fill)
 

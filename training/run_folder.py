@@ -22,9 +22,8 @@ import yaml
 
 from common.atomic import check_replaceable, mark_owned, swap_in
 from common.errors import ConfigError
-from training.config import load_yaml
-
-IN_PROGRESS = ".in-progress"
+from common.yaml_config import load_yaml
+from training.layout import CHECKPOINTS, IN_PROGRESS, TENSORBOARD, RunDir
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers' own pattern (trainer_utils.PREFIX_CHECKPOINT_DIR)
 SET_ASIDE_PREFIX = "broken-"  # a checkpoint that does not load, kept for inspection; the Trainer ignores it
 
@@ -148,26 +147,26 @@ def start_staged_run(run_dir: Path, config: dict, resume: bool, *, main: bool = 
     name = Path(run_dir).name
     if resume:
         for source in (staged, Path(run_dir)):
-            checkpoint, broken = newest_loadable_checkpoint(source / "checkpoints", name, report=main)
+            checkpoint, broken = newest_loadable_checkpoint(RunDir(source).checkpoints, name, report=main)
             if checkpoint is None:
                 continue
-            check_same_config(source / "config.yaml", config)
+            check_same_config(RunDir(source).config_file, config)
             if source != staged:
                 if main:
                     fresh_staging(staged)
                     copy_run_state(source, staged, skip=broken)
-                checkpoint = staged / "checkpoints" / checkpoint.name
+                checkpoint = RunDir(staged).checkpoints / checkpoint.name
             elif main:
                 set_aside(broken)
             if main:
                 print(f"[{name}] resuming from {checkpoint}")
             return staged, checkpoint
         if main:
-            print(f"[{name}] no checkpoint that loads in {staged / 'checkpoints'} or {Path(run_dir) / 'checkpoints'}; "
+            print(f"[{name}] no checkpoint that loads in {RunDir(staged).checkpoints} or {RunDir(run_dir).checkpoints}; "
                   "training from the start")
     if main:
         fresh_staging(staged)
-        (staged / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        RunDir(staged).config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return staged, None
 
 
@@ -182,11 +181,11 @@ def fresh_staging(staged: Path) -> None:
 
 def copy_run_state(source: Path, staged: Path, skip: list[Path]) -> None:
     skipped = {p.name for p in skip}
-    for name in ("checkpoints", "tensorboard"):
+    for name in (CHECKPOINTS, TENSORBOARD):
         if (source / name).is_dir():
             shutil.copytree(source / name, staged / name,
                             ignore=lambda folder, names: [n for n in names if n in skipped])
-    shutil.copy2(source / "config.yaml", staged / "config.yaml")
+    shutil.copy2(RunDir(source).config_file, RunDir(staged).config_file)
 
 
 def check_same_config(saved: Path, config: dict) -> None:

@@ -15,9 +15,8 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from common.errors import ConfigError
-from training.config import (
-    CONFIG_DIR, ExperimentConfig, StrictModel, experiment_path, field_rows, read_yaml, set_dotted, validate,
-)
+from common.yaml_config import StrictModel, read_yaml, set_dotted, validate
+from training.config import CONFIG_DIR, ExperimentConfig, experiment_path, field_rows
 
 # Decided by the search itself: each trial runs as <study>-NNN in the study's own runs folder.
 SEARCH_OWNED = ("name", "runs_dir")
@@ -186,7 +185,7 @@ def flatten(tree: dict[str, Any], leaf, prefix: str = "") -> dict[str, Any]:
 
 
 def load_search(path: Path, overrides=()) -> SearchConfig:
-    from training.config import load_config
+    from common.yaml_config import load_config
 
     search = load_config(SearchConfig, path, overrides)
     problems = key_problems(search)

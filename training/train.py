@@ -31,7 +31,8 @@ from common.hub_ids import is_hub_id
 from training.compiled import settle_compilation
 from training.config import CONFIG_DIR, ExperimentConfig, all_experiments, dump, load_experiment, sft_arguments
 from training.hardware import Hardware, is_main_process, local_rank, plan_hardware, world_size
-from training.prepare import REPORT_FILE, SPLITS
+from training.layout import DATA_REPORT, RunDir, RunsDir
+from training.prepare import SPLITS
 from training.run_folder import RunLock, check_run_folder, finish_staged_run, start_staged_run
 from training.trainer_checks import check_lora_targets, check_scheduler
 
@@ -127,8 +128,8 @@ def check_data(config: ExperimentConfig) -> None:
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"{where} lacks split(s) {', '.join(missing)} (has: {', '.join(splits) or 'none'})")
-    if not (data_dir / REPORT_FILE).is_file():
-        raise DataError(f"{where} has no {REPORT_FILE} (run `python -m training prepare` again)")
+    if not (data_dir / DATA_REPORT).is_file():
+        raise DataError(f"{where} has no {DATA_REPORT} (run `python -m training prepare` again)")
     for split in ("train", "validation"):
         info = data_dir / split / "dataset_info.json"
         columns = json.loads(info.read_text(encoding="utf-8")).get("features", {}) if info.is_file() else {}
@@ -196,7 +197,7 @@ def check_runs_dir(config: ExperimentConfig) -> None:
 
 
 def load_tokenizer(config: ExperimentConfig):
-    from training.chat import load_tokenizer as load
+    from training.tokenizer import load_tokenizer as load
 
     return load(config.base_model, revision_of(config))
 
@@ -521,16 +522,17 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
     from training.chat import write_contract
     from training.provenance import stamp
 
-    report = json.loads((config.data_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((config.data_dir / DATA_REPORT).read_text(encoding="utf-8"))
+    run = RunDir(run_dir)
 
     def save(folder: Path) -> None:
         trainer.model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))  # carries the chat template
         write_contract(folder, tokenizer, report.get("system_prompt"), config.generation)
 
-    replace_dir(run_dir / "adapter", save)
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    write_json_atomic(run_dir / "provenance.json", {
+    replace_dir(run.adapter, save)
+    write_json_atomic(run.metrics_file, metrics)
+    write_json_atomic(run.provenance_file, {
         **stamp(),
         "data": {"fingerprint": report.get("fingerprint"), "sources": report.get("sources"),
                  "dir": str(config.data_dir)},
@@ -543,15 +545,15 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
 def update_best(runs_dir: Path) -> dict[str, Any] | None:
     """runs/best.json: the run with the lowest best validation loss among those present."""
     candidates = {}
-    for metrics_file in sorted(Path(runs_dir).glob("*/metrics.json")):
-        loss = json.loads(metrics_file.read_text(encoding="utf-8")).get("best_eval_loss")
+    for run in RunsDir(runs_dir).finished():
+        loss = run.metrics().get("best_eval_loss")
         if isinstance(loss, (int, float)):
-            candidates[metrics_file.parent.name] = loss
+            candidates[run.name] = loss
     if not candidates:
         return None
     name = min(candidates, key=candidates.get)
     best = {"experiment": name, "eval_loss": candidates[name], "candidates": candidates}
-    write_json_atomic(Path(runs_dir) / "best.json", best)
+    write_json_atomic(RunsDir(runs_dir).best_file, best)
     return best
 
 
