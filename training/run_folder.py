@@ -3,7 +3,7 @@ checked before a resume trusts them.
 
 runs/<exp>/ holds a finished run or nothing. While `train` works, runs/.in-progress/ holds
 `<exp>.lock` (an flock, with the pid of the process training) and `<exp>/`, the staged run
-(config.yaml, checkpoints/, tensorboard/, then adapter/, metrics.json, provenance.json), which is
+(config.yaml, plan.json, checkpoints/, tensorboard/, then adapter/, metrics.json, provenance.json), which is
 swapped in for runs/<exp>/ only once it is complete. A failure, Ctrl-C or SIGTERM leaves runs/<exp>/
 byte-for-byte as it was; the staged run stays, so `--resume` continues it. The `.in-progress` folder
 sits one level deeper than any run, so nothing that looks for runs/*/adapter ever sees a staged one.
@@ -20,9 +20,19 @@ from pathlib import Path
 
 import yaml
 
-from common.atomic import check_replaceable, mark_owned, swap_in
+from common.atomic import check_replaceable, mark_owned, swap_in, write_json_atomic
 from common.errors import ConfigError
 from training.config import load_yaml
+
+# The files and folders of runs/<exp>/ (ARCHITECTURE.md), named here only within training/.
+CONFIG_FILE = "config.yaml"  # the resolved ExperimentConfig
+PLAN_FILE = "plan.json"  # the TrainingPlan the run used (training/plan.py)
+METRICS_FILE = "metrics.json"
+PROVENANCE_FILE = "provenance.json"
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+BEST_FILE = "best.json"  # in runs/: the experiment with the lowest validation loss
 
 IN_PROGRESS = ".in-progress"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # transformers' own pattern (trainer_utils.PREFIX_CHECKPOINT_DIR)
@@ -137,37 +147,43 @@ def check_run_folder(run_dir: Path) -> None:
 # ---------------------------------------------------------------- staging
 
 
-def start_staged_run(run_dir: Path, config: dict, resume: bool, *, main: bool = True) -> tuple[Path, Path | None]:
-    """The staged folder to train in, and the checkpoint to resume from (None: from the start).
+def start_staged_run(run_dir: Path, config: dict, plan, resume: bool, *, main: bool = True) -> tuple[Path, Path | None]:
+    """The staged folder to train in, with config.yaml and plan.json (`plan`: the TrainingPlan), and the
+    checkpoint to resume from (None: from the start).
 
     A resume continues the staged run if it has a checkpoint that loads, else the finished run's
-    (copied into a new staged run, so the finished one stays as it is until the new one is done).
-    Only the main process writes; the others of a DDP run get the same answer.
+    (copied into a new staged run, so the finished one stays as it is until the new one is done); its config
+    and plan must be the ones saved there. Only the main process writes; the others of a DDP run get the same answer.
     """
     staged = staging_dir(run_dir)
     name = Path(run_dir).name
     if resume:
         for source in (staged, Path(run_dir)):
-            checkpoint, broken = newest_loadable_checkpoint(source / "checkpoints", name, report=main)
+            checkpoint, broken = newest_loadable_checkpoint(source / CHECKPOINTS_DIR, name, report=main)
             if checkpoint is None:
                 continue
-            check_same_config(source / "config.yaml", config)
+            check_same_config(source / CONFIG_FILE, config)
+            saved_plan = source / PLAN_FILE
+            plan.check_resumable(json.loads(saved_plan.read_text(encoding="utf-8")) if saved_plan.is_file() else None,
+                                 str(source))
             if source != staged:
                 if main:
                     fresh_staging(staged)
                     copy_run_state(source, staged, skip=broken)
-                checkpoint = staged / "checkpoints" / checkpoint.name
+                checkpoint = staged / CHECKPOINTS_DIR / checkpoint.name
             elif main:
                 set_aside(broken)
             if main:
+                write_json_atomic(staged / PLAN_FILE, plan.as_dict())
                 print(f"[{name}] resuming from {checkpoint}")
             return staged, checkpoint
         if main:
-            print(f"[{name}] no checkpoint that loads in {staged / 'checkpoints'} or {Path(run_dir) / 'checkpoints'}; "
-                  "training from the start")
+            print(f"[{name}] no checkpoint that loads in {staged / CHECKPOINTS_DIR} or "
+                  f"{Path(run_dir) / CHECKPOINTS_DIR}; training from the start")
     if main:
         fresh_staging(staged)
-        (staged / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        (staged / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        write_json_atomic(staged / PLAN_FILE, plan.as_dict())
     return staged, None
 
 
@@ -182,11 +198,11 @@ def fresh_staging(staged: Path) -> None:
 
 def copy_run_state(source: Path, staged: Path, skip: list[Path]) -> None:
     skipped = {p.name for p in skip}
-    for name in ("checkpoints", "tensorboard"):
+    for name in (CHECKPOINTS_DIR, TENSORBOARD_DIR):
         if (source / name).is_dir():
             shutil.copytree(source / name, staged / name,
                             ignore=lambda folder, names: [n for n in names if n in skipped])
-    shutil.copy2(source / "config.yaml", staged / "config.yaml")
+    shutil.copy2(source / CONFIG_FILE, staged / CONFIG_FILE)
 
 
 def check_same_config(saved: Path, config: dict) -> None:
