@@ -162,6 +162,9 @@ def run_variant(name: str, variant: dict, base_dir: Path, data_dir: Path, args, 
         "steps_per_epoch": plan.steps_per_epoch,
         "peak_memory_gb": peak_memory_gb(device),
         "step_losses": losses, "fixed_batch": timer.fixed_batch,
+        # what the weights are held in (a GPU without bf16 must show none): trainable, and all
+        "trainable_dtypes": sorted({str(p.dtype) for p in model.parameters() if p.requires_grad}),
+        "parameter_dtypes": sorted({str(p.dtype) for p in model.parameters()}),
     }
     if plan.compile_layers:  # dynamo's counters: all layers and step lengths share one compilation
         outcome["compile"] = {key: int(value) for key, value in torch._dynamo.utils.counters["stats"].items()}

@@ -33,7 +33,7 @@ def test_every_part_runs_and_the_summary_has_the_issues_keys(tmp_path):
     assert set(record["targets"]) == {
         "default_final_loss_at_most_reference", "rougeL_not_lower_beyond_paired_interval",
         "time_to_reference_loss_at_most_a_quarter", "peak_memory_within_15_gib", "fp16_loss_parity_within_1_percent",
-        "space_greedy_equal"}
+        "space_greedy_equal", "no_bf16_weights_under_the_t4_plan"}
     assert record["tiny_dry_run"] is True and set(record["shared_gpu_with"]) >= {"reference", "default", "parity"}
 
 

@@ -259,7 +259,7 @@ class TrainingPlan:
     attention: str  # FLASH_VARLEN, SDPA_PADDED or SDPA
     precision: str  # bf16, fp16 (autocast with a gradient scaler) or fp32
     quantization: str  # nf4 (QLoRA) or none
-    adapter_dtype: str  # the LoRA weights': fp32, or bf16 where trl keeps QLoRA adapters in bf16
+    adapter_dtype: str  # the LoRA weights': fp32 (always under fp16), or bf16 where trl keeps QLoRA adapters in bf16
     padding_free: bool
     packed: bool  # steps of whole examples packed into rows (batch_tokens), else batches of sequences
     micro_batch: int  # per device: packed rows of row_tokens, or sequences

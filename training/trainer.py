@@ -166,6 +166,7 @@ def build_trainer(config: ExperimentConfig, plan: TrainingPlan, model, tokenizer
                   run_dir: Path | None = None, eval_on_start: bool = True, callbacks=()):
     import warnings
 
+    import torch
     from transformers.integrations import TensorBoardCallback
     from trl import SFTTrainer
 
@@ -185,11 +186,12 @@ def build_trainer(config: ExperimentConfig, plan: TrainingPlan, model, tokenizer
             processing_class=tokenizer,
             callbacks=[tensorboard, *callbacks],
         )
-    if plan.quantized and plan.adapter_dtype == "fp32":
-        # trl has just cast the QLoRA adapters to bf16 (sft_trainer: the QLoRA paper's choice); on a GPU without
-        # bf16 the plan keeps them fp32, as peft made them (the optimizer does not exist yet).
+    if plan.precision == "fp16":
+        # fp16 trains fp32 weights under autocast (its gradient scaler refuses fp16 gradients), and a GPU without
+        # bf16 has no bf16 anywhere: QLoRA adapters, which trl has just cast to bf16 (its QLoRA default), and
+        # modules_to_save copies of the fp16 base go to fp32 (before the optimizer exists).
         for param in trainer.model.parameters():
-            if param.requires_grad:
+            if param.requires_grad and param.dtype != torch.float32:
                 param.data = param.data.float()
     return trainer
 
