@@ -64,13 +64,13 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     from training.chat import format_prompt
     from training.config import DEFAULT_SYSTEM_PROMPT
+    from training.device import Device, resolve_precision
     from training.generation import load_model
-    from training.hardware import auto_precision
     from training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     base_dir, adapter_dir = prepare_models(args, tokenizer)
-    precision = auto_precision() if device.type == "cuda" else "fp32"
+    precision = resolve_precision("auto", Device.detect(), "bench") if device.type == "cuda" else "fp32"
     model, tokenizer = load_model(str(base_dir), None, adapter_dir, precision=precision)
     rows = load_flashcards(args.flashcards)[-args.prompts:]  # the file's tail, as a stand-in test split
     prompts = [format_prompt(tokenizer, DEFAULT_SYSTEM_PROMPT, r["question"]) for r in rows]

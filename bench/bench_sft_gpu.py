@@ -1,7 +1,7 @@
 """Training throughput of `python -m training train` itself: trl's SFTTrainer as train.py builds it.
 
 bench_train_gpu.py compares recipes in a plain loop on the model alone; this one runs the project's
-whole training path (prepare -> plan_hardware -> build_model -> build_trainer -> Trainer.train) on the
+whole training path (prepare -> tokenize -> TrainingPlan.resolve -> build_model -> build_trainer -> train) on the
 real flashcards and tokenizer with TinyLlama-1.1B's architecture (random weights), one variant of the
 experiment config at a time, and times optimizer steps after warm-up with a callback. "Real tokens"
 are the Trainer's own count (`num_input_tokens_seen`: every token of the padding-free rows; the sum
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import shutil
 import sys
 import time
@@ -53,7 +52,7 @@ VARIANTS = {
     "bf16_sequences_b4x2": {"quantization": "none", "batch_tokens": None},  # the notebook's batches, padding-free
     "cpu_packed": {"quantization": "none", "batch_tokens": 1024, "padding_free": True},  # smoke test
     # the default step size (AUTO_BATCH_TOKENS on one GPU), eager and with compiled decoder layers (which go
-    # without Liger: training.compiled.settle_compilation)
+    # without Liger: training/plan.py)
     "bf16_8k": {"quantization": "none", "batch_tokens": 8192, "compile_layers": False},
     "bf16_8k_compiled": {"quantization": "none", "batch_tokens": 8192, "compile_layers": True},
     "qlora_8k": {"quantization": "nf4", "batch_tokens": 8192, "compile_layers": False},
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
                "steps": args.steps, "warmup": args.warmup, "variants": {}}
     for name in args.variants:
         try:
-            outcome = run_variant(name, base_dir, data_dir, args, device)
+            outcome = run_variant(name, VARIANTS[name], base_dir, data_dir, args, device)
         except Exception as exc:  # one variant failing (a missing package, OOM) must not lose the others
             outcome = {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
         gc.collect()
@@ -124,31 +123,30 @@ def prepare_inputs(args, base_dir: Path, data_dir: Path) -> None:
                            max_examples="all", output_dir=data_dir))
 
 
-def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict:
+def run_variant(name: str, variant: dict, base_dir: Path, data_dir: Path, args, device, plan_for=None) -> dict:
+    """exp1 with `variant`'s settings through train.py's own stages; `plan_for`: the Device to plan for (None:
+    this machine; bench_t4_constraints.py plans for a T4)."""
     from common.yaml_config import validate
     from training.config import ExperimentConfig, dump, load_experiment
-    from training.hardware import plan_hardware
-    from training.train import (
-        adapter_input_casts_skipped, batching_summary, build_model, build_trainer, load_splits, load_tokenizer,
-        planned_steps,
-    )
-    from training.compiled import settle_compilation
+    from training.device import Device
+    from training.plan import TrainingPlan
+    from training.trainer import adapter_input_casts_skipped, build_model, build_trainer, load_tokenizer, training_data
 
     settings = {"base_model": str(base_dir), "base_revision": None, "data_dir": str(data_dir),
                 "runs_dir": str(args.work_dir / "runs"), "epochs": 1000,
                 "max_steps": args.warmup + args.steps + (PROFILED_STEPS if name in args.profile else 0),
-                "logging_steps": 1, "eval_steps": 10**6, "save_steps": 10**6, **{k: v for k, v in VARIANTS[name].items() if k != ADAPTER_CASTS}}
+                "logging_steps": 1, "eval_steps": 10**6, "save_steps": 10**6,
+                **{k: v for k, v in variant.items() if k != ADAPTER_CASTS}}
     exp1 = dump(load_experiment("exp1", config_dir=REPO_ROOT / "configs"))
     config = validate(ExperimentConfig, {**exp1, "name": name, **settings}, f"bench variant {name}")
-    hardware = plan_hardware(config)
     tokenizer = load_tokenizer(config)
-    splits = load_splits(config, tokenizer)
-    model = build_model(config, hardware)
+    data = training_data(config, tokenizer)
+    plan = TrainingPlan.resolve(config, plan_for or Device.detect(), data.lengths)
+    model = build_model(config, plan)
     profile_to = args.out.with_name(f"profile_{name}.txt") if name in args.profile else None
     timer = StepTimer(args.warmup, args.steps, device, profile_to)
-    trainer = build_trainer(config, hardware, model, tokenizer, splits, eval_on_start=False, callbacks=[timer])
-    hardware = settle_compilation(config, hardware, trainer, planned_steps(trainer))
-    casts_skipped = nullcontext() if VARIANTS[name].get(ADAPTER_CASTS) else adapter_input_casts_skipped(model, hardware)
+    trainer = build_trainer(config, plan, model, tokenizer, data, eval_on_start=False, callbacks=[timer])
+    casts_skipped = nullcontext() if variant.get(ADAPTER_CASTS) else adapter_input_casts_skipped(model, plan)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
@@ -156,17 +154,20 @@ def run_variant(name: str, base_dir: Path, data_dir: Path, args, device) -> dict
         trainer.train()
     losses = [round(e["loss"], 4) for e in trainer.state.log_history if "loss" in e]
     outcome = {
-        "settings": VARIANTS[name], "batching": batching_summary(config, hardware, trainer),
-        "hardware": {"quantization": "nf4" if hardware.quantize else "none", "precision": hardware.precision,
-                     "padding_free": hardware.padding_free, "liger_kernels": hardware.liger,
-                     "compile_layers": hardware.compile_layers},
+        "settings": variant, "batching": plan.batching(), "plan": plan.as_dict(),
+        "hardware": {"quantization": plan.quantization, "precision": plan.precision, "attention": plan.attention,
+                     "padding_free": plan.padding_free, "liger_kernels": plan.liger,
+                     "compile_layers": plan.compile_layers},
         "tokens_per_s": round(timer.tokens / timer.seconds, 1), "timed_tokens": timer.tokens,
         "timed_seconds": round(timer.seconds, 3), "warmup_seconds": round(timer.start - started, 2),
-        "steps_per_epoch": math.ceil(len(trainer.get_train_dataloader()) / trainer.args.gradient_accumulation_steps),
+        "steps_per_epoch": plan.steps_per_epoch,
         "peak_memory_gb": peak_memory_gb(device),
         "step_losses": losses, "fixed_batch": timer.fixed_batch,
+        # what the weights are held in (a GPU without bf16 must show none): trainable, and all
+        "trainable_dtypes": sorted({str(p.dtype) for p in model.parameters() if p.requires_grad}),
+        "parameter_dtypes": sorted({str(p.dtype) for p in model.parameters()}),
     }
-    if hardware.compile_layers:  # dynamo's counters: all layers and step lengths share one compilation
+    if plan.compile_layers:  # dynamo's counters: all layers and step lengths share one compilation
         outcome["compile"] = {key: int(value) for key, value in torch._dynamo.utils.counters["stats"].items()}
     del trainer, model
     shutil.rmtree(config.run_dir, ignore_errors=True)
@@ -184,8 +185,8 @@ class StepTimer(TrainerCallback):
         self.tokens_at_start = self.tokens = 0
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        self.fixed_batch = loss_and_grad_norm(model, next(iter(train_dataloader)), self.device,
-                                              torch.bfloat16 if args.bf16 else None)
+        autocast = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+        self.fixed_batch = loss_and_grad_norm(model, next(iter(train_dataloader)), self.device, autocast)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:  # tokens are counted after this call, per micro-batch

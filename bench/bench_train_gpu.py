@@ -2,7 +2,7 @@
 
 TinyLlama-1.1B's architecture with random weights (from the real config.json), the real tokenizer,
 the real flashcards formatted with the chat template and completion-only labels, the project's
-model builder (`training.train.build_model`: LoRA r=16 on q/k/v/o, 4-bit NF4 when asked) and its
+model builder (`training.trainer.build_model`: LoRA r=16 on q/k/v/o, 4-bit NF4 when asked) and its
 padding-free module. Every recipe starts from the same saved weights and the same LoRA init; each
 reports real (non-pad) tokens/s over timed optimizer steps after warm-up, MFU (4N FLOPs/token over
 the bf16 matmul rate measured in the same run), peak memory, the loss and gradient norm on one
@@ -36,7 +36,7 @@ from bench.common import (  # noqa: E402
     process_device, random_base_model, synchronize, to_device, tokenize_examples,
 )
 from common.atomic import write_json_atomic  # noqa: E402
-from training.packing import enable_padding_free, padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
+from training.packing import padding_free_collator, real_tokens, token_budget_batches  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 
@@ -178,23 +178,23 @@ def run_recipe(name, recipe, base_dir, examples, pad_id, device, args, rank, wor
 
 
 def build(recipe, base_dir, device):
-    """The project's model builder, then the recipe's attention path."""
+    """The project's model builder, with the recipe's attention path (the plan's kernel for padding-free rows)."""
     from training.config import ExperimentConfig
-    from training.hardware import Hardware, auto_precision, world_size
-    from training.train import build_model
+    from training.device import Device
+    from training.plan import TrainingPlan
+    from training.trainer import build_model
 
-    precision = auto_precision() if device.type == "cuda" else "fp32"
     config = ExperimentConfig(name="bench", base_model=str(base_dir), quantization=recipe["quantization"],
-                              precision=precision, gradient_checkpointing=recipe["gradient_checkpointing"])
-    hardware = Hardware(device.type, recipe["quantization"] == "nf4", precision, world_size())
-    model = build_model(config, hardware)
+                              gradient_checkpointing=recipe["gradient_checkpointing"], batch_tokens=None,
+                              padding_free=recipe["attention"] == "padding_free", compile_layers=False,
+                              liger_kernels=False)
+    # the plain loop batches by itself: the plan here gives the model's precision, quantization and kernel
+    model = build_model(config, TrainingPlan.resolve(config, Device.detect(), [1]))
     if recipe["quantization"] != "nf4":
         model.to(device)
         if recipe["gradient_checkpointing"]:
             model.gradient_checkpointing_enable()
-    if recipe["attention"] == "padding_free":
-        enable_padding_free(model)
-    else:
+    if recipe["attention"] != "padding_free":
         model.get_base_model().config.use_cache = False  # as SFTTrainer does per batch
     return model
 

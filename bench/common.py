@@ -26,8 +26,8 @@ TINY_OVERRIDES = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2
 
 def process_device(name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process: one GPU a process under `accelerate launch`/torchrun.
-    accelerate's process state (training.hardware) also joins the process group (nccl, or gloo on CPU)."""
-    from training.hardware import process_state
+    accelerate's process state (training.device) also joins the process group (nccl, or gloo on CPU)."""
+    from training.device import process_state
 
     state = process_state()
     rank, world = state.process_index, state.num_processes

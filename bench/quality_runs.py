@@ -103,18 +103,21 @@ def time_to_loss(metrics: dict, target: float) -> float | None:
     return None
 
 
-def per_example(work: Path, name: str, score: str = "rougeL") -> dict[str, float]:
-    rows = EvalRoot(work / "eval").model(name).predictions()
+def per_example(eval_dir: Path, name: str, score: str = "rougeL") -> dict[str, float]:
+    rows = EvalRoot(eval_dir).model(name).predictions()
     return {row["id"]: row["scores"][score] for row in rows}
 
 
 def paired_difference(work: Path, model: str, against: str, score: str = "rougeL", resamples: int = 2000,
-                      seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+                      seed: int = 0, confidence: float = 0.95, eval_dirs: tuple[Path, Path] | None = None
+                      ) -> dict[str, float]:
     """Mean per-example difference model - against over the same test questions, with training.metrics'
-    paired BCa interval, for comparisons `evaluate` does not make (it pairs every model with the base)."""
+    paired BCa interval, for comparisons `evaluate` does not make (it pairs every model with the base).
+    `eval_dirs`: where each one's evaluation is (default: both in work/eval)."""
     from training import metrics as M
 
-    a, b = per_example(work, model, score), per_example(work, against, score)
+    model_dir, against_dir = eval_dirs or (work / "eval", work / "eval")
+    a, b = per_example(model_dir, model, score), per_example(against_dir, against, score)
     ids = sorted(set(a) & set(b))
     paired = M.paired_bootstrap(M.mean([a[i] for i in ids]), M.mean([b[i] for i in ids]),
                                 M.resample_counts(len(ids), resamples, seed), confidence)

@@ -156,8 +156,9 @@ def eval_results(exp: Experiment, where: Where) -> list:
     return results
 
 
-def hyperparameter_rows(config) -> list[tuple[str, str, str]]:
-    """(setting, value, what it means) for every ExperimentConfig field, from the config model itself."""
+def hyperparameter_rows(config, plan: dict | None = None) -> list[tuple[str, str, str]]:
+    """(setting, value, what it means) for every ExperimentConfig field, from the config model itself; where the
+    run's plan (provenance.json `plan`, training/plan.py) resolved a setting for its GPU, `configured → used`."""
     from training.config import field_rows
 
     def cell(text: str) -> str:  # one Markdown table cell
@@ -166,7 +167,22 @@ def hyperparameter_rows(config) -> list[tuple[str, str, str]]:
     def shown(value) -> str:
         return str(value) if isinstance(value, (str, Path)) else json.dumps(value)
 
-    return [(name, cell(shown(value)), cell(description)) for name, value, description in field_rows(config)]
+    used = {} if not plan else {
+        **{name: str(plan[name]) for name in ("eval_steps", "save_steps", "logging_steps", "precision",
+                                               "quantization")},
+        "max_steps": str(plan["planned_steps"]), "padding_free": shown(plan["padding_free"]),
+        "batch_tokens": str(plan["micro_batch"] * plan["row_tokens"]) if plan["packed"] else "null",
+        "liger_kernels": shown(plan["liger"]), "compile_layers": shown(plan["compile_layers"]),
+    }
+    if plan and plan["learning_rate"] != plan["base_learning_rate"]:
+        used["learning_rate"] = f"{plan['learning_rate']:.4g} ({plan['lr_rule']})"
+    rows = []
+    for name, value, description in field_rows(config):
+        text = shown(value)
+        if name in used and used[name] != text:
+            text += f" → {used[name]}"
+        rows.append((name, cell(text), cell(description)))
+    return rows
 
 
 def training_summary(exp: Experiment) -> list[tuple[str, str]]:
@@ -282,7 +298,7 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         notes=evaluation_notes(exp, inputs),
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
         training=training_summary(exp),
-        hyperparameters=hyperparameter_rows(exp.config),
+        hyperparameters=hyperparameter_rows(exp.config, exp.provenance.get("plan")),
         provenance=provenance_rows(exp, inputs, where),
     )
     check_card(card, ModelCard)

@@ -1,23 +1,34 @@
 """training/compiled.py: compiled decoder layers train exactly as the eager ones, compile once for every layer
-and step length, leave validation eager; and the rule that decides when a run compiles."""
+and step length, and leave validation eager (when a run compiles is the plan's rule: tests/test_plan.py)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-import pytest
 import torch
+from torch.nn import functional as F
 
-from training.compiled import COMPILE_MIN_STEPS, compile_decoder_layers, decoder_layers, settle_compilation
-from training.config import ExperimentConfig
-from training.hardware import Hardware
-from training.train import planned_steps
+from training.compiled import compile_decoder_layers, decoder_layers
+
+BLOCK_DIAGONAL = "test_block_diagonal"
+
+
+def block_diagonal_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                             cu_seq_lens_q=None, **kwargs):
+    """Padding-free rows attended through one dense block-diagonal causal mask: a stand-in, on the CPU, for the flash
+    kernel the plan compiles with on a GPU (it traces with a symbolic length as flash does; the CPU's own fallback
+    kernel reads the boundaries on the host, and the plan never compiles it)."""
+    tokens = query.shape[2]
+    example = torch.repeat_interleave(torch.arange(cu_seq_lens_q.numel() - 1), cu_seq_lens_q.diff().long(),
+                                      output_size=tokens)
+    position = torch.arange(tokens)
+    mask = (example[:, None] == example[None, :]) & (position[:, None] >= position[None, :])
+    groups = query.shape[1] // key.shape[1]
+    key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2), None
 
 
 def lora_model(tiny_base):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from training.packing import enable_padding_free
+    from transformers import AttentionInterface, AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
@@ -26,7 +37,9 @@ def lora_model(tiny_base):
     for name, param in model.named_parameters():
         if "lora_B" in name:  # non-zero, so the adapters' gradients and outputs count
             torch.nn.init.normal_(param, std=0.02)
-    enable_padding_free(model)
+    AttentionInterface.register(BLOCK_DIAGONAL, block_diagonal_attention)
+    model.get_base_model().set_attn_implementation(BLOCK_DIAGONAL)
+    model.get_base_model().config.use_cache = False
     return model.train()
 
 
@@ -67,44 +80,3 @@ def test_compiled_layers_train_as_the_eager_ones_and_compile_once(tiny_base):
     with torch.no_grad():  # validation runs the eager layers: no graph of its own is compiled
         torch.testing.assert_close(compiled(**packed_batch([5, 6], 9)).loss, eager.eval()(**packed_batch([5, 6], 9)).loss)
     assert stats["unique_graphs"] == graphs[-1]
-
-
-def planned(rows: int, epochs: float = 3, max_steps: int = -1):
-    """A trainer's view of a packed run: `rows` packed rows, 16 a step, one process."""
-    args = SimpleNamespace(max_steps=max_steps, per_device_train_batch_size=16, world_size=1,
-                           gradient_accumulation_steps=1, num_train_epochs=epochs, use_liger_kernel=True)
-    return SimpleNamespace(args=args, train_dataset=range(rows))
-
-
-def test_planned_steps_count_the_runs_optimizer_steps():
-    assert planned_steps(planned(16 * 54 + 3)) == 3 * 55  # a short last step counts
-    assert planned_steps(planned(16 * 54, max_steps=40)) == 40
-    assert planned_steps(planned(16 * 10, epochs=0.5)) == 5
-
-
-GPU_PLAN = Hardware("cuda", quantize=False, precision="bf16", world_size=1, padding_free=True, batch_tokens=8192,
-                    liger=True, compile_layers=True)
-
-
-@pytest.mark.parametrize("setting, steps, compiles", [
-    ("auto", COMPILE_MIN_STEPS - 1, False),  # too short to earn back the compilation
-    ("auto", COMPILE_MIN_STEPS, True),
-    (True, 10, True),  # asked for: any length
-])
-def test_a_run_compiles_when_asked_or_long_enough(tiny_base, setting, steps, compiles):
-    trainer = planned(16)
-    trainer.model = lora_model(tiny_base)
-    used = settle_compilation(ExperimentConfig(name="c", compile_layers=setting), GPU_PLAN, trainer, steps)
-    assert used.compile_layers is compiles
-    # Liger's kernels fail under torch.compile: a compiled run goes without them, an eager one keeps them
-    assert used.liger is trainer.args.use_liger_kernel is (not compiles)
-    layer = decoder_layers(trainer.model)[0]
-    assert ("forward" in vars(layer)) is compiles
-
-
-def test_a_plan_without_compilation_stays_eager(tiny_base):
-    trainer = planned(16)
-    trainer.model = lora_model(tiny_base)
-    plan = Hardware("cpu", quantize=False, precision="fp32", world_size=1)
-    assert settle_compilation(ExperimentConfig(name="c"), plan, trainer, 10**6) == plan
-    assert "forward" not in vars(decoder_layers(trainer.model)[0])

@@ -133,12 +133,19 @@ def test_batch_tokens_is_checked(tmp_path, yaml_text, expected):
 
 
 def test_auto_batch_tokens_are_the_time_to_quality_choice_where_memory_allows():
-    from training.hardware import AUTO_BATCH_TOKENS, auto_batch_tokens
+    from training.device import Device
+    from training.plan import AUTO_BATCH_TOKENS, TINYLLAMA, auto_batch_tokens
 
-    gib = 2**30
-    assert [auto_batch_tokens(n * gib) for n in (141, 80, 40, 32, 24, 15, 2)] == [AUTO_BATCH_TOKENS] * 4 + [6144, 3072, 1024]
+    def tokens(gpu: str, processes: int = 1, memory: int | None = None) -> int:
+        device = Device.named(gpu, count=processes)
+        if memory:
+            device = device.share(device.memory_bytes // (memory * 2**30))
+        return auto_batch_tokens(TINYLLAMA, device, "bf16", False, 512)
+
+    assert [tokens(gpu) for gpu in ("H200", "H100", "A100-40GB", "L4")] == [AUTO_BATCH_TOKENS] * 4
+    assert [tokens("H100", memory=n) for n in (16, 8, 2)] == [6144, 2048, 512]  # less memory: less, one row at least
     # Several GPUs share one step's tokens: the step, and so the adapter, stays the one-GPU step.
-    assert [auto_batch_tokens(141 * gib, n) for n in (1, 2, 4, 8, 16)] == [8192, 4096, 2048, 1024, 1024]
+    assert [tokens("H200", n) for n in (1, 2, 4, 8, 16)] == [8192, 4096, 2048, 1024, 512]
 
 
 def test_cli_reports_bad_config_in_one_line():

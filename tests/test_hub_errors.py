@@ -249,7 +249,7 @@ def cached_repos(hub_server, tiny_base, monkeypatch, tmp_path):
 
     from training.medqa import load_questions
     from training.sources import read_hub
-    from training.train import hub_model_problem
+    from training.preflight import hub_model_problem
 
     monkeypatch.setenv("HF_TOKEN", hub_server.write_token)
     suffix = uuid.uuid4().hex[:8]
@@ -273,7 +273,7 @@ def cached_repos(hub_server, tiny_base, monkeypatch, tmp_path):
 def test_offline_with_a_cached_copy_works(cached_repos, quick_clock, monkeypatch, tmp_path):
     from training.medqa import load_questions, source_record
     from training.sources import read_hub
-    from training.train import hub_model_problem
+    from training.preflight import hub_model_problem
 
     cards, base, medqa = cached_repos
     hub_model_problem.cache_clear()

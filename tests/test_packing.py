@@ -7,10 +7,12 @@ from torch.nn import functional as F
 
 from training.packing import (
     enable_padding_free,
+    padded_sdpa_attention,
     padding_free_collator,
     real_tokens,
     token_budget_batches,
 )
+from training.plan import SDPA_PADDED
 
 LENGTHS = (7, 19, 3, 12, 26, 9)
 
@@ -65,11 +67,13 @@ def packed_losses(model, batch, examples, starts=None) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_padding_free_losses_and_gradients_equal_padded(tiny_model, examples):
+    """The fallback kernel (each example padded within its length bucket, SDPA) gives every example the loss and
+    gradients it has in an unpacked batch: the path of GPUs without flash attention, run here on the CPU."""
     model = tiny_model.eval()
     with torch.no_grad():
         reference = padded_losses(model, examples)
     batch = padding_free_collator()(examples)
-    enable_padding_free(model)
+    enable_padding_free(model, SDPA_PADDED)
 
     packed = packed_losses(model, batch, examples)
     torch.testing.assert_close(packed.detach(), reference, rtol=1e-5, atol=1e-5)
@@ -92,7 +96,7 @@ def test_example_boundaries_are_honoured(tiny_model, examples):
     """Told the row is one sequence, the attention lets examples see each other: the boundaries matter."""
     model = tiny_model.eval()
     batch = padding_free_collator()(examples)
-    enable_padding_free(model)
+    enable_padding_free(model, SDPA_PADDED)
     with torch.no_grad():
         right = packed_losses(model, batch, examples)
         total = batch["input_ids"].shape[1]
@@ -112,6 +116,54 @@ def test_plain_sdpa_with_a_cache_mixes_examples(tiny_model, examples):
         reference = padded_losses(model, examples)
         mixed = packed_losses(model, {**inputs, "use_cache": True, "cu_seq_lens_q": batch["cu_seq_lens_q"]}, examples)
     assert (mixed[1:] - reference[1:]).abs().max() > 1e-3
+
+
+def one_row(lengths, heads: int, kv_heads: int, head_dim: int = 16, seed: int = 0, **to):
+    """query/key/value of one padding-free row, laid out as a model projects them (batch 1, tokens, heads,
+    head_dim: attention functions get them transposed, `as_given`), and the row's boundaries."""
+    import itertools
+
+    generator = torch.Generator().manual_seed(seed)
+    tokens = sum(lengths)
+    q, k, v = (torch.randn(1, tokens, n, head_dim, generator=generator).to(**to).requires_grad_()
+               for n in (heads, kv_heads, kv_heads))
+    return q, k, v, torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+
+
+def as_given(*tensors):
+    """(batch, heads, tokens, head_dim) views, as transformers hands them to an attention function."""
+    return [t.transpose(1, 2) for t in tensors]
+
+
+def per_example_attention(q, k, v, cu_seq_lens):
+    """Each example attended alone (causal SDPA, key/value heads repeated for grouped queries): the reference."""
+    groups = q.shape[1] // k.shape[1]
+    bounds = cu_seq_lens.tolist()
+    outs = [F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e].repeat_interleave(groups, 1),
+                                           v[:, :, s:e].repeat_interleave(groups, 1), is_causal=True)
+            for s, e in zip(bounds, bounds[1:])]
+    return torch.cat(outs, dim=2).transpose(1, 2)
+
+
+# Lengths across the length buckets (up to 64, 128, 256), with a one-token example.
+BUCKETED = (7, 19, 1, 70, 130, 12, 64, 65, 200)
+
+
+@pytest.mark.parametrize("kv_heads", [8, 2], ids=["multi-head", "grouped-query"])
+def test_padded_attention_equals_each_example_attended_alone(kv_heads):
+    from types import SimpleNamespace
+
+    q, k, v, cu_seq_lens = one_row(BUCKETED, heads=8, kv_heads=kv_heads)
+    module = SimpleNamespace(num_key_value_groups=8 // kv_heads, is_causal=True, training=True)
+    out, _ = padded_sdpa_attention(module, *as_given(q, k, v), None, cu_seq_lens_q=cu_seq_lens)
+    expected = per_example_attention(*as_given(q, k, v), cu_seq_lens)
+    assert out.shape == expected.shape == (1, sum(BUCKETED), 8, 16)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    got = torch.autograd.grad((out * upstream).sum(), (q, k, v))
+    want = torch.autograd.grad((expected * upstream).sum(), (q, k, v))
+    for name, a, b in zip("qkv", got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"d{name}")
 
 
 def test_collator_restarts_positions_and_masks_first_labels(examples):
@@ -143,16 +195,26 @@ def test_budget_must_be_positive():
         token_budget_batches([1, 2], max_tokens=0, seed=0)
 
 
+def trainer_for(config, tokenizer):
+    """training/trainer.py's path on this machine: tokenized examples -> plan -> model -> SFTTrainer."""
+    from training.device import Device
+    from training.plan import TrainingPlan
+    from training.trainer import build_model, build_trainer, training_data
+
+    data = training_data(config, tokenizer)
+    plan = TrainingPlan.resolve(config, Device.detect(), data.lengths)
+    model = build_model(config, plan).eval()
+    return plan, build_trainer(config, plan, model, tokenizer, data, eval_on_start=False)
+
+
 @pytest.mark.slow
 def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
-    """train.py's path: SFTTrainer(padding_free) + enable_padding_free reproduces the padded batch's loss."""
+    """The trainer's path: SFTTrainer(padding_free) + the fallback kernel reproduces the padded batch's loss."""
+    from training.tokenizer import load_tokenizer
     from common.yaml_config import validate
     from training.config import DataConfig, ExperimentConfig
-    from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
-    from training.tokenizer import load_tokenizer
-    from training.train import build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
     prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
@@ -163,15 +225,12 @@ def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
             name="pf", base_model=str(tiny_base), base_revision=None, data_dir=str(data_dir),
             runs_dir=str(tmp_path / "runs"), per_device_batch_size=8, effective_batch_size=8,
             quantization="none", padding_free=padding_free), "test")
-        hardware = plan_hardware(config)
-        assert hardware.padding_free is padding_free
-        tokenizer = load_tokenizer(str(tiny_base))
-        model = build_model(config, hardware).eval()
-        trainer = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer), eval_on_start=False)
+        plan, trainer = trainer_for(config, load_tokenizer(str(tiny_base)))
+        assert plan.padding_free is padding_free and plan.attention == ("sdpa_padded" if padding_free else "sdpa")
         batch = next(iter(trainer.get_eval_dataloader()))  # evaluation order: no shuffling
         batches[padding_free] = batch
         with torch.no_grad():
-            losses[padding_free] = trainer.compute_loss(model, trainer._prepare_inputs(batch))
+            losses[padding_free] = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
     assert "attention_mask" not in batches[True] and batches[True]["input_ids"].shape[0] == 1
     assert real_tokens(batches[True]) == real_tokens(batches[False])
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-5)
@@ -180,13 +239,11 @@ def test_trainer_padding_free_batches_give_the_padded_loss(tiny_base, tmp_path):
 @pytest.mark.slow
 def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base, tmp_path):
     """batch_tokens: trl packs whole examples into rows, and a step's loss is theirs, computed one by one."""
+    from training.tokenizer import load_tokenizer
     from common.yaml_config import validate
     from training.config import DataConfig, ExperimentConfig
-    from training.hardware import plan_hardware
     from training.prepare import prepare
     from training.sample import SAMPLE_PATH
-    from training.tokenizer import load_tokenizer
-    from training.train import batching_summary, build_model, build_trainer, load_splits
 
     data_dir = tmp_path / "processed"
     prepare(DataConfig(source=str(SAMPLE_PATH), revision=None, tokenizer=str(tiny_base), tokenizer_revision=None,
@@ -198,12 +255,9 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
             name="packed", base_model=str(tiny_base), base_revision=None, data_dir=str(data_dir),
             runs_dir=str(tmp_path / "runs"), quantization="none", padding_free=True, batch_tokens=batch_tokens,
             max_seq_length=128), "test")
-        hardware = plan_hardware(config)
-        assert hardware.batch_tokens == batch_tokens
-        model = build_model(config, hardware).eval()
-        trainers[batch_tokens] = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer),
-                                               eval_on_start=False)
-    summary = batching_summary(config, hardware, trainers[1024])
+        plan, trainers[batch_tokens] = trainer_for(config, tokenizer)
+        assert plan.packed is bool(batch_tokens)
+    summary = plan.batching()
     examples_per_step = summary.pop("mean_examples_per_step")
     assert summary.pop("intervals") == {  # counted in examples: 50 and 10 steps of 8 sequences
         "eval_steps": round(50 * 8 / examples_per_step), "save_steps": round(50 * 8 / examples_per_step),
@@ -214,6 +268,7 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
     assert summary == {"mode": "packed", "tokens_per_step": 1024, "rows_per_device": 8, "row_tokens": 128,
                        "processes": 1, "lr_scaling": "linear"}
     assert examples_per_step == pytest.approx(len(trainers[None].train_dataset) / len(trainers[1024].train_dataset) * 8)
+    assert plan.packed_rows == len(trainers[1024].train_dataset)  # the plan counted the rows trl packed
 
     def as_tuple(ids, labels):
         return tuple(ids), tuple(labels)
@@ -246,46 +301,46 @@ def test_trainer_packed_rows_hold_whole_examples_and_give_their_losses(tiny_base
     torch.testing.assert_close(packed, one_by_one, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rule, examples, expected", [
-    ("linear", 64.0, 2e-4 * 8), ("sqrt", 32.0, 2e-4 * 2), ("none", 64.0, 2e-4),
-    ("linear", 4.0, 2e-4),  # a packed step smaller than effective_batch_size keeps the rate
-])
-def test_packed_learning_rate_rules(rule, examples, expected):
-    from common.yaml_config import validate
-    from training.config import ExperimentConfig
-    from training.train import packed_learning_rate
-
-    config = validate(ExperimentConfig, {"name": "x", "lr_scaling": rule}, "test")
-    assert packed_learning_rate(config, examples) == pytest.approx(expected)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the varlen flash kernel runs only there")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("kv_heads", [8, 2], ids=["multi-head", "grouped-query"])
-def test_flash_varlen_equals_the_cpu_block_diagonal_path(kv_heads):
-    """The CUDA path of padding-free attention (torch's varlen flash kernel, bf16) against the CPU reference
-    (block-diagonal causal sdpa, fp32, on the same bf16 inputs): outputs and gradients, example by example."""
-    import itertools
+def test_fallback_equals_the_flash_path_on_the_same_rows(kv_heads, dtype):
+    """The fallback (each example padded within its bucket, SDPA's memory-efficient kernel: a T4's path) against
+    torch's varlen flash kernel, on the same half-precision rows: outputs and gradients, example by example, both
+    within half-precision rounding of each example attended alone in fp32."""
+    from types import SimpleNamespace
 
-    from training.packing import VARLEN_MODULE, _block_diagonal_sdpa, _flash_varlen, has_flash_varlen
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    if not has_flash_varlen():
-        pytest.skip(f"torch {torch.__version__} has no {VARLEN_MODULE} (training.hardware plans padded batches)")
-    heads, head_dim, tokens = 8, 64, sum(LENGTHS)
-    generator = torch.Generator().manual_seed(3)
-    q = torch.randn(tokens, heads, head_dim, generator=generator)
-    k, v = (torch.randn(tokens, kv_heads, head_dim, generator=generator) for _ in range(2))
-    upstream = torch.randn(tokens, heads, head_dim, generator=generator)
-    cu_seq_lens = torch.tensor([0, *itertools.accumulate(LENGTHS)], dtype=torch.int32)
-    scale = head_dim ** -0.5
+    from training.device import Software
+    from training.packing import flash_varlen_attention
 
-    fast = [t.to("cuda", torch.bfloat16).requires_grad_() for t in (q, k, v)]
-    reference = [t.detach().float().cpu().requires_grad_() for t in fast]  # the same bf16-rounded values
-    out = _flash_varlen(*fast, cu_seq_lens.cuda(), max(LENGTHS), scale)
-    expected = _block_diagonal_sdpa(*reference, cu_seq_lens, scale, dropout=0.0)
-    assert out.shape == expected.shape == (tokens, heads, head_dim) and out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float().cpu(), expected, atol=2e-2, rtol=2e-2)
-    out.backward(upstream.to("cuda", torch.bfloat16))
-    expected.backward(upstream)
-    for name, got, want in zip("qkv", fast, reference):
-        torch.testing.assert_close(got.grad.float().cpu(), want.grad, atol=5e-2, rtol=5e-2, msg=f"d{name}")
+    if not Software.detect().flash_varlen:
+        pytest.skip(f"torch {torch.__version__} has no varlen flash attention (the plan falls back there)")
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("flash attention needs compute capability 8.0 (this GPU trains through the fallback alone)")
+    module = SimpleNamespace(num_key_value_groups=8 // kv_heads, is_causal=True, training=True)
+    q, k, v, cu_seq_lens = one_row(BUCKETED, heads=8, kv_heads=kv_heads, head_dim=64, seed=3, device="cuda",
+                                   dtype=dtype)
+    upstream = torch.randn(1, sum(BUCKETED), 8, 64, device="cuda", dtype=dtype)
+    results = {}
+    for name in ("fallback", "flash"):
+        inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        if name == "flash":
+            out, _ = flash_varlen_attention(module, *as_given(*inputs), None, cu_seq_lens_q=cu_seq_lens.cuda(),
+                                            max_length_q=max(BUCKETED))
+        else:
+            with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):  # what a T4 runs: no flash SDPA there
+                out, _ = padded_sdpa_attention(module, *as_given(*inputs), None, cu_seq_lens_q=cu_seq_lens.cuda())
+        out.backward(upstream)
+        results[name] = (out.float(), *(t.grad.float() for t in inputs))
+    exact = [t.detach().float().cpu().requires_grad_() for t in (q, k, v)]
+    reference = per_example_attention(*as_given(*exact), cu_seq_lens)
+    reference.backward(upstream.float().cpu())
+    expected = (reference.detach(), *(t.grad for t in exact))
+    bf16 = dtype == torch.bfloat16
+    for index, what in enumerate(("output", "dq", "dk", "dv")):
+        bound = (2e-2 if bf16 else 5e-3) if index == 0 else (5e-2 if bf16 else 1e-2)  # gradients sum more roundings
+        torch.testing.assert_close(results["fallback"][index], results["flash"][index], atol=bound, rtol=bound, msg=what)
+        torch.testing.assert_close(results["fallback"][index].cpu(), expected[index], atol=bound, rtol=bound, msg=what)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import pytest
 
 from training.config import ExperimentConfig, field_rows, sft_arguments
-from training.hardware import Hardware
+from training.device import Device, Software
+from training.plan import TINYLLAMA, TrainingPlan
 
-CPU = Hardware("cpu", quantize=False, precision="fp32", world_size=1)
 
-# Fields the trainer gets through the hardware plan or the batching rule, not as they are: the SFTConfig
-# argument that shows each (with the CPU plan above; quantization, padding_free, batch_tokens, lr_scaling,
-# liger_kernels and compile_layers act only on a GPU and are covered by tests/test_train.py,
+def training_arguments(config: ExperimentConfig):
+    """SFTConfig as the trainer builds it, from the config's plan on the CPU."""
+    from training.trainer import training_arguments as arguments
+
+    plan = TrainingPlan.resolve(config, Device.named("CPU"), [100] * 64, software=Software(False, False, False),
+                                shape=TINYLLAMA)
+    return arguments(config, plan, config.run_dir, eval_on_start=False)
+
+
+# Fields the trainer gets through the training plan or the batching rule, not as they are: the SFTConfig
+# argument that shows each (with the CPU plan; quantization, padding_free, batch_tokens, lr_scaling,
+# liger_kernels and compile_layers act only on a GPU and are covered by tests/test_plan.py,
 # tests/test_packing.py and tests/test_compiled.py).
 THROUGH_THE_PLAN = {
     "name": "output_dir", "runs_dir": "output_dir",
@@ -42,13 +51,11 @@ def test_every_field_is_a_trainer_setting_or_said_not_to_be():
 
 
 def test_every_marked_field_reaches_sftconfig():
-    from training.train import training_arguments
-
     default = ExperimentConfig(name="flow")
     marked = {field: info.json_schema_extra["sft"] for field, info in ExperimentConfig.model_fields.items()
               if (info.json_schema_extra or {}).get("sft")}
     config = ExperimentConfig(name="flow", **{field: changed(getattr(default, field)) for field in marked})
-    args = training_arguments(config, CPU, eval_on_start=False)
+    args = training_arguments(config)
     for field, names in marked.items():
         for name in names:
             assert getattr(args, name) == getattr(config, field) != getattr(default, field), (field, name)
@@ -59,11 +66,9 @@ def test_every_marked_field_reaches_sftconfig():
                                           ("per_device_batch_size", 2), ("effective_batch_size", 16),
                                           ("precision", "fp32")])
 def test_fields_through_the_plan_reach_sftconfig(field, value, tmp_path):
-    from training.train import training_arguments
-
     default = ExperimentConfig(name="flow", runs_dir=tmp_path)
     config = ExperimentConfig.model_validate({**default.model_dump(), field: value})
-    args, before = (training_arguments(c, CPU, eval_on_start=False) for c in (config, default))
+    args, before = (training_arguments(c) for c in (config, default))
     argument = THROUGH_THE_PLAN[field]
     if field == "precision":  # fp32 on the CPU: neither bf16 nor fp16
         assert args.use_cpu and not args.bf16 and not args.fp16

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -18,15 +19,12 @@ from common.yaml_config import validate
 from training.config import DataConfig, ExperimentConfig, dump
 from training.run_folder import staging_dir
 from training.sample import SAMPLE_PATH
-from training.hardware import Hardware, plan_hardware
-from training.train import (
-    build_model,
-    build_trainer,
-    check_all,
-    load_splits,
-    train_experiment,
-    update_best,
-)
+from training.device import Device
+from training.plan import TrainingPlan
+from training.preflight import check_all
+from training.run_outputs import update_best
+from training.train import train_experiment
+from training.trainer import build_model, build_trainer, load_tokenizer, training_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -128,7 +126,10 @@ def test_every_lora_parameter_changed(trained):
     from safetensors.torch import load_file
 
     config, _ = trained
-    initial = get_peft_model_state_dict(build_model(config, plan_hardware(config)))  # same seed: same init
+    plan = json.loads((config.run_dir / "plan.json").read_text())
+    assert plan["attention"] == "sdpa" and plan["micro_batch"] == 4  # the CPU plan: batches of sequences
+    cpu_plan = TrainingPlan.resolve(config, Device.detect(), training_data(config, load_tokenizer(config)).lengths)
+    initial = get_peft_model_state_dict(build_model(config, cpu_plan))  # same seed: same init
     final = load_file(config.run_dir / "adapter" / "adapter_model.safetensors")
     assert set(initial) == set(final) and len(final) == 2 * 2 * len(ALL_PROJECTIONS)  # A and B, 2 layers
     unchanged = [name for name, tensor in final.items() if torch.equal(tensor, initial[name].to(tensor.dtype))]
@@ -141,14 +142,16 @@ def test_eos_after_answer_is_a_label_with_real_tokenizer(shared_data, real_token
     data = prepare_data(tmp_path / "data", shared_data / "flashcards" / "medical_flashcards_test_3396.json",
                         shared_data / "tokenizer", 40)
     config = short_experiment(tiny_base, data, tmp_path / "runs")
-    splits = load_splits(config, real_tokenizer)
-    hardware = plan_hardware(config)
-    trainer = build_trainer(config, hardware, build_model(config, hardware), real_tokenizer, splits)
+    data = training_data(config, real_tokenizer)
+    plan = TrainingPlan.resolve(config, Device.detect(), data.lengths)
+    trainer = build_trainer(config, plan, build_model(config, plan), real_tokenizer, data)
     eos = real_tokenizer.eos_token_id
     assert eos == real_tokenizer.pad_token_id
 
+    from datasets import load_from_disk
+
     rows = [trainer.train_dataset[i] for i in range(4)]
-    for row, source in zip(rows, splits["train"]):
+    for row, source in zip(rows, load_from_disk(str(config.data_dir))["train"]):
         labels, ids = row["labels"], row["input_ids"]
         answer = real_tokenizer(source["completion"], add_special_tokens=False)["input_ids"]
         trained_on = [token for token in labels if token != -100]
@@ -227,24 +230,28 @@ def test_all_problems_reported_before_loading_weights(tmp_path):
     broken = short_experiment(tmp_path / "no-base", tmp_path / "no-data", tmp_path / "runs")
     also_broken = short_experiment(tmp_path / "no-base", tmp_path / "no-data", tmp_path / "runs", name="other")
     with pytest.raises(DataError) as info:
-        check_all([broken, also_broken])
+        check_all([broken, also_broken], Device.detect())
     message = str(info.value)
     assert message.startswith("4 problems: ")
     assert "experiment 'short': data_dir" in message and "experiment 'other': data_dir" in message
     assert f"base_model {tmp_path / 'no-base'} is not a model folder" in message
 
 
-def test_nf4_without_cuda_is_an_environment_problem(tmp_path):
+def test_nf4_without_cuda_is_an_environment_problem(tiny_base, tmp_path):
     import torch
+
+    from training.preflight import check_experiment
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    config = short_experiment(tmp_path, tmp_path, tmp_path, quantization="nf4")
+    config = short_experiment(tiny_base, tmp_path, tmp_path, quantization="nf4")
     with pytest.raises(EnvironmentProblem, match="quantization nf4 needs a CUDA GPU"):
-        plan_hardware(config)
+        TrainingPlan.resolve(config, Device.detect(), [100] * 8)
+    assert any("quantization nf4 needs a CUDA GPU" in str(p) for p in check_experiment(config, Device.detect()))
     assert "bitsandbytes" not in sys.modules
-    auto = plan_hardware(short_experiment(tmp_path, tmp_path, tmp_path, quantization="auto"))
-    assert (auto.quantize, auto.precision) == (False, "fp32")
+    auto = TrainingPlan.resolve(short_experiment(tiny_base, tmp_path, tmp_path, quantization="auto"), Device.detect(),
+                                [100] * 8)
+    assert (auto.quantization, auto.precision) == ("none", "fp32")
 
 
 def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
@@ -253,8 +260,7 @@ def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.hardware import Hardware
-    from training.train import adapter_input_casts_skipped
+    from training.trainer import adapter_input_casts_skipped
 
     def loss_and_grads(skip: bool):
         torch.manual_seed(0)
@@ -266,8 +272,8 @@ def test_skipping_adapter_input_casts_is_exact_under_autocast(tiny_base):
                 torch.nn.init.normal_(param, std=0.05)
         assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
         ids = torch.randint(3, base.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
-        hardware = Hardware("cpu", quantize=False, precision="bf16" if skip else "fp32", world_size=1)
-        with adapter_input_casts_skipped(model, hardware), torch.autocast("cpu", dtype=torch.bfloat16):
+        precision = SimpleNamespace(precision="bf16" if skip else "fp32")  # what the context reads of a plan
+        with adapter_input_casts_skipped(model, precision), torch.autocast("cpu", dtype=torch.bfloat16):
             assert all(m.cast_input_dtype_enabled != skip for m in model.modules()
                        if hasattr(m, "cast_input_dtype_enabled"))
             loss = model(input_ids=ids, labels=ids).loss
@@ -287,33 +293,21 @@ def test_gpu_fast_path_trains_and_evaluates_under_autocast(tiny_base, tiny_data,
     evaluation both run every LoRA layer under the Trainer's autocast, and the intervals count examples."""
     import math
 
-    from training.tokenizer import load_tokenizer
-    from training.train import adapter_input_casts_skipped, batching_summary
+    from training.trainer import adapter_input_casts_skipped
 
     config = short_experiment(tiny_base, tiny_data, tmp_path / "runs", max_steps=3, batch_tokens=1024,
-                              padding_free=True, eval_steps=2, save_steps=2, logging_steps=1)
-    hardware = Hardware("cpu", quantize=False, precision="bf16", world_size=1, padding_free=True, batch_tokens=1024)
-    tokenizer = load_tokenizer(str(tiny_base))
-    model = build_model(config, hardware)
-    trainer = build_trainer(config, hardware, model, tokenizer, load_splits(config, tokenizer), eval_on_start=False)
+                              padding_free=True, eval_steps=2, save_steps=2, logging_steps=1, precision="bf16")
+    tokenizer = load_tokenizer(config)
+    data = training_data(config, tokenizer)
+    plan = TrainingPlan.resolve(config, Device.detect(), data.lengths)
+    model = build_model(config, plan)
+    trainer = build_trainer(config, plan, model, tokenizer, data, eval_on_start=False)
     assert trainer.args.bf16 and trainer.args.packing and trainer.args.per_device_train_batch_size == 1024 // 256
-    with adapter_input_casts_skipped(model, hardware):
+    with adapter_input_casts_skipped(model, plan):
         assert not any(getattr(m, "cast_input_dtype_enabled", False) for m in model.modules())
         trainer.train()
         assert math.isfinite(trainer.evaluate()["eval_loss"])
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
-    batching = batching_summary(config, hardware, trainer)
+    batching = plan.batching()
     assert batching["mode"] == "packed" and batching["intervals"]["logging_steps"] == 1
-
-
-def test_accumulation_must_divide_over_processes_unless_steps_are_packed(tmp_path):
-    from common.errors import ConfigError
-    from training.train import check_batch
-
-    config = validate(ExperimentConfig, dict(name="ddp", quantization="none", runs_dir=str(tmp_path)), "test")
-    three = Hardware("cpu", quantize=False, precision="fp32", world_size=3)
-    with pytest.raises(ConfigError, match=r"effective_batch_size 8 is not a multiple of per_device_batch_size 4 x 3"):
-        check_batch(config, three)
-    packed = config.model_copy(update={"batch_tokens": 1024, "padding_free": True})
-    check_batch(packed, Hardware("cpu", False, "fp32", world_size=3, padding_free=True, batch_tokens=1024))

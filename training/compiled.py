@@ -1,6 +1,6 @@
 """torch.compile of each decoder layer, for training steps only (regional compilation).
 
-Why: with packed steps of the default size (training.hardware.AUTO_BATCH_TOKENS) a GPU step is host-bound.
+Why: with packed steps of the default size (training.plan.AUTO_BATCH_TOKENS) a GPU step is host-bound.
 Eager PyTorch launches every small kernel of every LoRA projection (dropout, two matmuls, scaling,
 add, dtype casts) from Python, forward and backward; on an H200 that CPU work takes longer than the GPU's
 arithmetic (bench/README.md). A compiled layer runs as a few fused kernels launched from generated code.
@@ -9,29 +9,12 @@ Why per layer and not the whole model: every decoder layer has the same code, so
 symbolic token count: packed steps vary in length) serves them all, and the embedding, the loss and the
 Trainer stay eager. Validation and generation take the eager path (`module.training` is false there):
 their padded batches would need graphs of their own, compiled for a few calls each.
+
+When a run compiles is the plan's to say (training/plan.py `COMPILE_MIN_STEPS`); training/trainer.py applies it.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-
-# Compiling the layers costs about 63 s once (H200, TinyLlama-1.1B, a cold cache; ~42 s warm) and saves
-# 0.05 s a step in bf16 at the default step size, 0.09 in QLoRA (bench/README.md): auto compiles only runs
-# long enough to earn it back from a cold cache (3 epochs of all 33,955 flashcards: ~1,850 steps).
-COMPILE_MIN_STEPS = 1250
-
-
-def settle_compilation(config, hardware, trainer, steps: int):
-    """The plan's compile_layers made final for this run, applied to the trainer's model; returns the
-    Hardware the run used. auto compiles only a run of at least COMPILE_MIN_STEPS steps; true always.
-    Liger's Triton kernels do not trace under torch.compile, and the compiled layers fuse the same
-    operations, so a compiled run goes without them (the Trainer applies Liger when training starts)."""
-    compile_now = hardware.compile_layers and (config.compile_layers is True or steps >= COMPILE_MIN_STEPS)
-    if not compile_now:
-        return dataclasses.replace(hardware, compile_layers=False)
-    compile_decoder_layers(trainer.model)
-    trainer.args.use_liger_kernel = False
-    return dataclasses.replace(hardware, compile_layers=True, liger=False)
 
 
 def decoder_layers(model) -> list:

@@ -156,7 +156,7 @@ class ExperimentConfig(StrictModel):
         "auto", description="nf4: 4-bit QLoRA (CUDA + bitsandbytes); auto: nf4 when available, else none"
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.hardware)"
+        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.device)"
     )
     gradient_checkpointing: bool = Field(False, description="trade compute for memory",
                                          json_schema_extra=sft("activation_checkpointing"))
@@ -171,8 +171,8 @@ class ExperimentConfig(StrictModel):
         "max_seq_length, up to this many tokens per device (trl's best-fit-decreasing packing, padding-free), "
         "instead of effective_batch_size sequences. Fewer, larger steps; per_device_batch_size and "
         "effective_batch_size are then unused. auto: sized from GPU memory when padding_free is on "
-        "(training.hardware.AUTO_BATCH_TOKENS, chosen for time to quality; less on GPUs under 16 GiB), off otherwise; "
-        "null: always batches of sequences",
+        "(training.plan.AUTO_BATCH_TOKENS, chosen for time to quality; less where the GPU cannot hold it), off "
+        "otherwise; null: always batches of sequences",
     )
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(
         "linear",
@@ -182,13 +182,13 @@ class ExperimentConfig(StrictModel):
     )
     liger_kernels: Literal["auto"] | bool = Field(
         "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary; same math) on a CUDA GPU, "
-        "through trl; auto: when the liger-kernel package is installed",
+        "through trl; auto: when the liger-kernel package is installed, on GPUs of compute capability 8.0 or newer",
     )
     compile_layers: Literal["auto"] | bool = Field(
         "auto", description="torch.compile each decoder layer for the training steps (training/compiled.py: "
         "fewer, fused kernel launches; validation and generation stay eager; Liger is then off); needs a CUDA GPU "
-        "and packed steps. auto: on for runs of at least training.compiled.COMPILE_MIN_STEPS steps, without "
-        "gradient_checkpointing or an explicit liger_kernels: true",
+        "with flash attention and packed steps. auto: on for runs of at least training.plan.COMPILE_MIN_STEPS steps, "
+        "without gradient_checkpointing or an explicit liger_kernels: true",
     )
     eval_steps: int = Field(50, gt=0, description="validation every N optimizer steps", json_schema_extra=sft("eval_steps"))
     logging_steps: int = Field(10, gt=0, description="log training loss every N optimizer steps",
@@ -231,6 +231,13 @@ class ExperimentConfig(StrictModel):
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
+
+    @property
+    def base_model_revision(self) -> str | None:
+        """The revision to load the base at: base_revision for a Hub id, None for a local folder."""
+        from common.hub_ids import is_hub_id
+
+        return self.base_revision if is_hub_id(self.base_model) else None
 
 
 def experiment_path(name_or_path: str, config_dir: Path = CONFIG_DIR) -> Path:
@@ -282,7 +289,7 @@ class EvalConfig(StrictModel):
         "(what the Space serves), which the base shares. Set it only for quick runs: the card then says so"
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.hardware)"
+        "auto", description="auto: bf16 where the GPU has it natively, fp16 on older GPUs, fp32 on CPU (training.device)"
     )
     medqa: str | None = Field(MEDQA_ID, description="MedQA 4-option questions: Hub dataset id or local JSONL; None: skip")
     medqa_revision: str | None = Field(MEDQA_REVISION, description="Hub revision of the MedQA dataset (a commit pins it)")

@@ -14,7 +14,7 @@ import torch
 from common.errors import ConfigError, HubError
 from common.hub_errors import hub_errors
 from common.hub_ids import is_hub_id
-from training.hardware import resolve_precision, torch_dtype
+from training.device import Device, resolve_precision, torch_dtype
 
 
 def load_model(base: str, revision: str | None, adapter_dir: Path | None, precision: str = "auto"):
@@ -25,7 +25,7 @@ def load_model(base: str, revision: str | None, adapter_dir: Path | None, precis
     from training.tokenizer import load_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch_dtype(resolve_precision(precision, "evaluation"))
+    dtype = torch_dtype(resolve_precision(precision, Device.detect(), "evaluation"))
     try:
         with hub_errors(base, revision, "cannot load base model"):
             model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=dtype)

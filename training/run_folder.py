@@ -3,7 +3,7 @@ checked before a resume trusts them.
 
 runs/<exp>/ holds a finished run or nothing. While `train` works, runs/.in-progress/ holds
 `<exp>.lock` (an flock, with the pid of the process training) and `<exp>/`, the staged run
-(config.yaml, checkpoints/, tensorboard/, then adapter/, metrics.json, provenance.json), which is
+(config.yaml, plan.json, checkpoints/, tensorboard/, then adapter/, metrics.json, provenance.json), which is
 swapped in for runs/<exp>/ only once it is complete. A failure, Ctrl-C or SIGTERM leaves runs/<exp>/
 byte-for-byte as it was; the staged run stays, so `--resume` continues it. The `.in-progress` folder
 sits one level deeper than any run, so nothing that looks for runs/*/adapter ever sees a staged one.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from common.atomic import check_replaceable, mark_owned, swap_in
+from common.atomic import check_replaceable, mark_owned, swap_in, write_json_atomic
 from common.errors import ConfigError
 from common.yaml_config import load_yaml
 from training.layout import CHECKPOINTS, IN_PROGRESS, TENSORBOARD, RunDir
@@ -136,37 +136,41 @@ def check_run_folder(run_dir: Path) -> None:
 # ---------------------------------------------------------------- staging
 
 
-def start_staged_run(run_dir: Path, config: dict, resume: bool, *, main: bool = True) -> tuple[Path, Path | None]:
-    """The staged folder to train in, and the checkpoint to resume from (None: from the start).
+def start_staged_run(run_dir: Path, config: dict, plan, resume: bool, *, main: bool = True) -> tuple[Path, Path | None]:
+    """The staged folder to train in, with config.yaml and plan.json (`plan`: the TrainingPlan), and the
+    checkpoint to resume from (None: from the start).
 
     A resume continues the staged run if it has a checkpoint that loads, else the finished run's
-    (copied into a new staged run, so the finished one stays as it is until the new one is done).
-    Only the main process writes; the others of a DDP run get the same answer.
+    (copied into a new staged run, so the finished one stays as it is until the new one is done); its config
+    and plan must be the ones saved there. Only the main process writes; the others of a DDP run get the same answer.
     """
     staged = staging_dir(run_dir)
     name = Path(run_dir).name
     if resume:
-        for source in (staged, Path(run_dir)):
-            checkpoint, broken = newest_loadable_checkpoint(RunDir(source).checkpoints, name, report=main)
+        for source in (RunDir(staged), RunDir(run_dir)):
+            checkpoint, broken = newest_loadable_checkpoint(source.checkpoints, name, report=main)
             if checkpoint is None:
                 continue
-            check_same_config(RunDir(source).config_file, config)
-            if source != staged:
+            check_same_config(source.config_file, config)
+            plan.check_resumable(source.plan(), str(source.path))
+            if source.path != staged:
                 if main:
                     fresh_staging(staged)
-                    copy_run_state(source, staged, skip=broken)
+                    copy_run_state(source.path, staged, skip=broken)
                 checkpoint = RunDir(staged).checkpoints / checkpoint.name
             elif main:
                 set_aside(broken)
             if main:
+                write_json_atomic(RunDir(staged).plan_file, plan.as_dict())
                 print(f"[{name}] resuming from {checkpoint}")
             return staged, checkpoint
         if main:
-            print(f"[{name}] no checkpoint that loads in {RunDir(staged).checkpoints} or {RunDir(run_dir).checkpoints}; "
-                  "training from the start")
+            print(f"[{name}] no checkpoint that loads in {RunDir(staged).checkpoints} or "
+                  f"{RunDir(run_dir).checkpoints}; training from the start")
     if main:
         fresh_staging(staged)
         RunDir(staged).config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        write_json_atomic(RunDir(staged).plan_file, plan.as_dict())
     return staged, None
 
 

@@ -83,13 +83,16 @@ def run(args: argparse.Namespace) -> int:
 def check_search(search: SearchConfig, config_dir: Path) -> None:
     """Refuse a bad search in one line before any trial runs: the study's folder must be ours, the starting
     experiment valid, Optuna's sampler and pruner constructible, and every end of every range and every
-    choice a value the config and the trainer's pre-checks (train.check_experiment) accept."""
-    from training.train import check_experiment
+    choice a value the config and the trainer's pre-checks (preflight.check_experiment) accept, planned for the
+    share of a GPU that each trial will have."""
+    from training.device import Device
+    from training.preflight import check_experiment
 
     folder = search.folder
     check_replaceable(folder)  # never write into a folder this project did not make
     created = [path for path in (search.runs_dir, folder, *folder.parents) if not path.exists()]  # by the checks
     name = f"{search.study}-{CHECK_NAME}"
+    device = Device.detect().share(-(-search.workers // max(len(gpu_ids()), 1)))
     problems: list[UserError] = []
 
     def attempt(func, *args):
@@ -107,7 +110,7 @@ def check_search(search: SearchConfig, config_dir: Path) -> None:
             attempt(open_storage, search)
         base = attempt(trial_config, search, {}, name, config_dir)
         if base is not None:
-            problems += check_experiment(base)
+            problems += check_experiment(base, device)
         if not problems:
             candidates = [(f"space '{key}' value {value!r}", {key: value})
                           for key, parameter in search.space.items() for value in parameter.extremes()]
@@ -119,7 +122,7 @@ def check_search(search: SearchConfig, config_dir: Path) -> None:
                 except UserError as exc:
                     problems.append(exc)
                     continue
-                problems += [type(p)(f"{where}: {p}", p.exit_code) for p in check_experiment(config)]
+                problems += [type(p)(f"{where}: {p}", p.exit_code) for p in check_experiment(config, device)]
     finally:
         if problems:  # leave no trace of a refused search: only the empty folders the checks made go
             for path in created:

@@ -30,7 +30,9 @@ def work(search: SearchConfig, config_dir: Path, index: int, share: int, after_t
     other workers), continuing trials whose worker died."""
     import optuna
 
-    claim_gpu_share(share)
+    from training.device import Device
+
+    device = Device.detect().share(share)  # each of the workers on one GPU plans for, and is held to, its share
     study = study or open_study(search, config_dir, worker=index)
     base = trial_config(search, {}, f"{search.study}-{CHECK_NAME}", config_dir)
     log = search.folder / "logs" / f"worker-{index}.log"
@@ -53,7 +55,7 @@ def work(search: SearchConfig, config_dir: Path, index: int, share: int, after_t
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             with output_to(log) if after_trial else contextlib.nullcontext():  # a worker process's output is its log
-                run_trial(study, trial, search, config_dir, worker, base)
+                run_trial(study, trial, search, config_dir, worker, base, device)
             if after_trial:
                 after_trial()
 
@@ -65,14 +67,6 @@ def output_to(log: Path):
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         yield
-
-
-def claim_gpu_share(share: int) -> None:
-    """A worker sharing its GPU with `share - 1` others caps its own memory at its share."""
-    import torch
-
-    if share > 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(1 / share)
 
 
 class WorkerLock:
@@ -145,7 +139,7 @@ def continue_interrupted(study, search: SearchConfig) -> None:
 # ---------------------------------------------------------------- one trial
 
 
-def run_trial(study, trial, search: SearchConfig, config_dir: Path, worker: WorkerLock, base) -> None:
+def run_trial(study, trial, search: SearchConfig, config_dir: Path, worker: WorkerLock, base, device) -> None:
     """Train the trial's experiment and tell the study how it ended: its final validation loss, pruned, or
     failed with a one-line error (the study goes on; a traceback, for bugs, goes to the worker's log)."""
     from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses for the same
@@ -163,9 +157,7 @@ def run_trial(study, trial, search: SearchConfig, config_dir: Path, worker: Work
         config = trial_config(search, values, name, config_dir)
         pruning = pruning_callback(trial, base)
         with get_heartbeat_thread(trial._trial_id, study._storage):
-            # CONTRACT(training-plan): pass device=Device.detect().share(share) here once train_experiment takes it,
-            # so each of the workers sharing a GPU plans its step size for its share (claim_gpu_share caps memory).
-            result = train_experiment(config, resume=original != trial.number, callbacks=[pruning])
+            result = train_experiment(config, resume=original != trial.number, callbacks=[pruning], device=device)
     except Exception as exc:  # noqa: BLE001 - a crashing trial is recorded, and the study goes on
         if not isinstance(exc, UserError):
             traceback.print_exc()

@@ -1,0 +1,87 @@
+"""What bench/gpu_t4_session.sh carries to the GPU machine, built here: two folders under .gpu-carry/t4/, one per
+device call, each small enough to travel with the working tree (64 MiB a call in all).
+
+    python bench/t4_carry.py --wheels ../main/.whl --bnb ../main/.gpu-carry/bnb --tokenizer ../shared/data/tokenizer
+
+one/: the wheels the GPU image lacks (the project's pins), bitsandbytes unpacked with only its CUDA 13.0 library,
+the flashcards, TinyLlama's tokenizer and config, and the first part of the real base's GGUF (gzip-compressed:
+98.4 MB become 92.7, which two calls can carry beside everything else). two/: the rest of the GGUF.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from training.real_base import GGUF_NAME, check_gguf, packaged_gguf  # noqa: E402
+
+CALL_LIMIT = 64 * 2**20  # what one device call carries, working tree included
+MARGIN = 2 * 2**20  # room for files the working tree gains before the session
+# The packages the session needs that the GPU image lacks or has at another version (the project's pins).
+WHEELS = ("transformers", "trl", "datasets", "dill", "multiprocess", "fsspec", "peft", "pydantic", "pydantic_core",
+          "annotated_types", "typing_inspection", "gguf", "liger_kernel", "nltk", "rouge_score", "sacrebleu",
+          "portalocker", "tabulate", "colorama")
+FLASHCARDS = REPO_ROOT.parent / "shared" / "data" / "flashcards" / "medical_flashcards_test_3396.json"
+
+
+def size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def tree_size() -> int:
+    """What the working tree sends with every call: tracked and untracked files that git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    return sum((REPO_ROOT / name.decode()).stat().st_size for name in listed if name and
+               (REPO_ROOT / name.decode()).is_file())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheels", type=Path, required=True, help="folder of the project's pinned wheels")
+    parser.add_argument("--bnb", type=Path, required=True, help="bitsandbytes unpacked (its CUDA 13.0 library only)")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="TinyLlama's tokenizer and config.json")
+    parser.add_argument("--flashcards", type=Path, default=FLASHCARDS)
+    parser.add_argument("--gguf", type=Path, default=None, help=f"{GGUF_NAME} (default: the installed package's)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu-carry" / "t4")
+    args = parser.parse_args(argv)
+
+    gguf = args.gguf or packaged_gguf()
+    check_gguf(gguf)  # the sha256 the real base is built from
+    one, two = args.out / "one", args.out / "two"
+    shutil.rmtree(args.out, ignore_errors=True)
+    (one / "whl").mkdir(parents=True)
+    two.mkdir()
+    for wheel in sorted(args.wheels.glob("*.whl")):
+        if wheel.name.split("-")[0].lower() in WHEELS:
+            shutil.copy2(wheel, one / "whl")
+    missing = set(WHEELS) - {w.name.split("-")[0].lower() for w in (one / "whl").iterdir()}
+    if missing:
+        raise SystemExit(f"{args.wheels}: no wheel for {', '.join(sorted(missing))}")
+    shutil.copytree(args.bnb, one / "bnb")
+    shutil.copytree(args.tokenizer, one / "tok")
+    (one / "data").mkdir()
+    shutil.copy2(args.flashcards, one / "data" / args.flashcards.name)
+
+    packed = gzip.compress(gguf.read_bytes(), compresslevel=9)
+    tree = tree_size()
+    first = CALL_LIMIT - MARGIN - tree - size(one)
+    (one / "gguf.gz.part-a").write_bytes(packed[:first])
+    (two / "gguf.gz.part-b").write_bytes(packed[first:])
+    for folder in (one, two):
+        total = tree + size(folder)
+        print(f"{folder}: {size(folder) / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = "
+              f"{total / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f}")
+        if total > CALL_LIMIT - MARGIN:
+            raise SystemExit(f"{folder} does not fit one call: carry less (or split the GGUF over three calls)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
