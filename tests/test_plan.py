@@ -381,14 +381,16 @@ def test_the_written_plan_is_what_the_trainer_used(packed_run):
 
 @pytest.mark.slow
 def test_the_card_shows_the_rate_and_intervals_the_run_used(packed_run, tiny_data):
-    from hub.artifacts import Inputs, load_experiment
+    from hub.artifacts import Experiment, Inputs
     from hub.cards import Where, adapter_card
+    from training.layout import DataDir, EvalRoot, RunDir
 
     config, used = packed_run
-    written = json.loads((config.run_dir / "plan.json").read_text())
-    experiment = load_experiment(config.run_dir, config.run_dir.parent / "no-eval")
-    inputs = Inputs(data_dir=tiny_data, report=json.loads((tiny_data / "data_report.json").read_text()),
-                    experiments=[experiment], best=config.name, eval_dir=config.run_dir.parent / "no-eval")
+    run = RunDir(config.run_dir)
+    written = run.plan()
+    evaluation = EvalRoot(config.run_dir.parent / "no-eval")
+    experiment = Experiment(run, evaluation.model(config.name), run.config())
+    inputs = Inputs(DataDir(tiny_data), DataDir(tiny_data).report(), [experiment], config.name, evaluation)
     where = Where(adapter_repo="me/adapter", dataset_repo="me/data", dataset_revision=None, branch_prefix="exp/",
                   license="apache-2.0")
     card = str(adapter_card(experiment, inputs, where, branch="exp/packed", is_main=False, load_revision="abc",

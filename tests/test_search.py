@@ -92,7 +92,7 @@ def test_four_trial_study(tmp_path, tiny_base, search_data):
 
     crashed, good, slow = trials[:3]
     assert crashed["state"] == "failed" and crashed["params"]["max_seq_length"] == 9
-    assert crashed["error"].startswith("ValueError: num_samples should be a positive integer")
+    assert "no train example keeps an answer token within max_seq_length 9" in crashed["error"]
     assert "\n" not in crashed["error"]
     assert good["state"] == "complete"
     assert slow["state"] == "pruned" and slow["steps"] == 2  # stopped at its first validation after step 0
@@ -115,7 +115,7 @@ def test_four_trial_study(tmp_path, tiny_base, search_data):
     for plot in ("loss_vs_train_seconds.png", "importances.png"):
         assert (folder / plot).read_bytes()[:4] == b"\x89PNG"
     readme = (folder / "README.md").read_text()
-    assert f"**Best: trial {best['number']}" in readme and "num_samples should be" in readme
+    assert f"**Best: trial {best['number']}" in readme and "no train example keeps an answer token" in readme
     assert (folder / OWNER_MARKER).is_file()
 
     # The best trial as an experiment: only what differs from the defaults, and exactly the trial's settings.

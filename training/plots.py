@@ -19,7 +19,7 @@ MAX_COLUMNS = 4
 LOSS_SIZE = (8.0, 4.5)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -45,7 +45,7 @@ def metrics_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]], con
     """Bar chart per metric across models with CI whiskers; metrics absent everywhere are left out."""
     from training.metric_registry import present
 
-    plt = _pyplot()
+    plt = pyplot()
     models = list(results)
     metrics = present(*results.values())
     if not metrics:
@@ -82,7 +82,7 @@ def grid_shape(panels: int) -> tuple[int, int]:
 
 def loss_curves_png(runs: Mapping[str, Mapping]) -> bytes:
     """Train (solid) and validation (dashed, dots) loss per experiment, one colour per experiment."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=LOSS_SIZE, dpi=FIGURE_DPI)
     colors = plt.get_cmap("tab10").colors
     for i, (name, metrics) in enumerate(runs.items()):
@@ -112,6 +112,11 @@ def _png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """A figure drawn elsewhere (the search's plots), written as these are."""
+    return _write(_png(fig), path)
 
 
 def _write(png: bytes, path: str | Path) -> Path:

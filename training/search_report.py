@@ -185,9 +185,9 @@ def parameter_importances(study) -> dict[str, float]:
 def plot_curves(table, best, path: Path, study: str) -> None:
     """Validation loss against training seconds (validation excluded) for every trial: the time a setting
     costs and what it reaches. Trials sharing a GPU ran slower than one alone would."""
-    from training.plots import _pyplot, _save
+    from training.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=100)
     for row in table:
         points = [(p["train_seconds"], p["loss"]) for p in row["curve"] if p["train_seconds"] is not None]
@@ -208,13 +208,13 @@ def plot_curves(table, best, path: Path, study: str) -> None:
     ax.set_title(f"search {study}: validation loss of every trial")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_importances(importances: dict[str, float], path: Path, study: str) -> None:
-    from training.plots import _pyplot, _save
+    from training.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * max(len(importances), 2) + 1.2), dpi=100)
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
@@ -222,7 +222,7 @@ def plot_importances(importances: dict[str, float], path: Path, study: str) -> N
         ax.text(0.5, 0.5, "too few complete trials", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("importance (Optuna, PED-ANOVA; sums to 1)")
     ax.set_title(f"search {study}: which settings mattered")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def readme(summary: dict[str, Any], table: list[dict[str, Any]], search) -> str:

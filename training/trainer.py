@@ -52,8 +52,14 @@ def training_data(config: ExperimentConfig, tokenizer) -> TrainingData:
             f"experiment '{config.name}': completions in {config.data_dir} do not end with the base tokenizer's "
             f"end-of-turn token {end!r}; the data was prepared with another tokenizer"
         )
-    return TrainingData(*(tokenize(splits[name].select_columns(list(TRAINING_COLUMNS)), tokenizer,
+    data = TrainingData(*(tokenize(splits[name].select_columns(list(TRAINING_COLUMNS)), tokenizer,
                                    config.max_seq_length) for name in ("train", "validation")))
+    for name, split in (("train", data.train), ("validation", data.validation)):
+        if len(split) == 0:  # trl would fail on its first example with a bare StopIteration
+            raise DataError(f"experiment '{config.name}': no {name} example keeps an answer token within "
+                            f"max_seq_length {config.max_seq_length} (the prompts alone are longer); "
+                            "raise max_seq_length")
+    return data
 
 
 def tokenize(split, tokenizer, max_length: int):
