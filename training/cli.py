@@ -7,6 +7,7 @@ COMMANDS = {
     "prepare": ("training.prepare", "clean, split and chat-format the flashcards"),
     "train": ("training.train", "fine-tune LoRA adapters, one experiment or all"),
     "evaluate": ("training.evaluate", "BLEU / ROUGE / perplexity / MedQA for base and adapters"),
+    "export": ("training.export", "the best (or named) adapter as a merged model and GGUF files, checked against it"),
     "build-tiny-base": ("training.tiny_base", "build the tiny offline TinyLlama-shaped base model"),
     "build-real-base": ("training.real_base", "build the real pretrained base (SmolLM2-135M-Instruct) from its package"),
 }

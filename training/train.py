@@ -222,6 +222,14 @@ def load_splits(config: ExperimentConfig, tokenizer):
     return {name: splits[name].select_columns(list(TRAINING_COLUMNS)) for name in ("train", "validation")}
 
 
+def nf4_quantization(compute_dtype):
+    """QLoRA's base weights: 4-bit NF4 with double quantisation (export loads the base this way to merge)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def build_model(config: ExperimentConfig, hardware: Hardware):
     """The base model (4-bit when quantising) with fresh LoRA adapters on the target modules."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -230,14 +238,7 @@ def build_model(config: ExperimentConfig, hardware: Hardware):
     set_seed(config.seed)  # LoRA init draws from the global RNG
     kwargs: dict[str, Any] = {"dtype": hardware.dtype}
     if hardware.quantize:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=hardware.dtype,
-        )
+        kwargs["quantization_config"] = nf4_quantization(hardware.dtype)
         kwargs["device_map"] = {"": local_rank()}  # each DDP process its own GPU
     with hub_errors(config.base_model, revision_of(config), "cannot download base model"):  # the weights, mid-way
         model = AutoModelForCausalLM.from_pretrained(config.base_model, revision=revision_of(config), **kwargs)
@@ -519,7 +520,7 @@ def peak_memory(hardware: Hardware) -> dict[str, Any]:
 def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[str, Any], run_dir: Path) -> None:
     """adapter/, metrics.json and provenance.json into `run_dir` (the staged run)."""
     from training.chat import write_contract
-    from training.provenance import stamp
+    from training.provenance import base_model_record, stamp
 
     report = json.loads((config.data_dir / REPORT_FILE).read_text(encoding="utf-8"))
 
@@ -534,7 +535,7 @@ def write_outputs(config: ExperimentConfig, trainer, tokenizer, metrics: dict[st
         **stamp(),
         "data": {"fingerprint": report.get("fingerprint"), "sources": report.get("sources"),
                  "dir": str(config.data_dir)},
-        "base_model": {"id": config.base_model, "revision": revision_of(config)},
+        "base_model": base_model_record(config.base_model, revision_of(config)),
         "hardware_plan": metrics["hardware"],
         "config": dump(config),
     })

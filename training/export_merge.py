@@ -1,0 +1,160 @@
+"""A trained run, its base, and the merged model: the adapter folded into the base's weights.
+
+The base must be the weights the adapter was trained on, as the run's provenance.json records them (a
+Hub id at a revision, or a local folder and the sha256 of its weight files); other weights are refused.
+A QLoRA adapter was trained on the base's NF4 weights: the base is loaded in NF4 as training loaded it
+and dequantized, then the adapter merged (peft's advice; merging into the original float weights adds the
+adapter to weights it never saw, and merging into 4-bit weights rounds a light fine-tune away). The
+merge is computed in float32 and saved in 16-bit, with the adapter's tokenizer (and chat template),
+generation_config.json and chat_contract.json: the same chat contract as the adapter.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import ConfigError, DataError, EnvironmentProblem
+from training.config import ExperimentConfig
+
+MERGED_DTYPES = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What export reads from runs/<name>/."""
+
+    name: str
+    run_dir: Path
+    config: ExperimentConfig
+    base: dict  # provenance.json "base_model": id, revision (and weights_sha256 for a local folder)
+    quantization: str  # how the base was loaded in training: "nf4" (QLoRA) or "none"
+    training_precision: str  # "bf16", "fp16" or "fp32"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+
+def best_experiment(runs_dir: Path) -> str:
+    path = Path(runs_dir) / "best.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["experiment"]
+    except FileNotFoundError:
+        raise ConfigError(f"no trained run to export: {path} is missing (run `make train` first, or name the "
+                          "experiments with --set experiments=...)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_run(runs_dir: Path, name: str) -> TrainedRun:
+    """runs/<name>/ as `train` left it: adapter/, config.yaml, metrics.json, provenance.json."""
+    from training.config import load_config
+
+    run_dir = Path(runs_dir) / name
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        known = sorted(p.parent.parent.name for p in Path(runs_dir).glob("*/adapter/adapter_config.json"))
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"trained runs: {', '.join(known) or 'none'}"
+        raise ConfigError(f"no trained run '{name}' in {runs_dir} (no {run_dir / 'adapter'}; {hint})")
+    files = {}
+    for file in ("metrics.json", "provenance.json"):
+        try:
+            files[file] = json.loads((run_dir / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{run_dir / file}: unreadable ({exc.__class__.__name__}); the run is incomplete") from None
+    config = load_config(ExperimentConfig, run_dir / "config.yaml")
+    hardware = files["metrics.json"].get("hardware") or {}
+    base = files["provenance.json"].get("base_model") or {}
+    if (base.get("id"), base.get("revision")) != (config.base_model, _revision(config)):
+        raise DataError(f"{run_dir}: provenance.json names base {base.get('id')}@{base.get('revision')}, config.yaml "
+                        f"{config.base_model}@{_revision(config)}; the run folder was edited")
+    return TrainedRun(name, run_dir, config, base, hardware.get("quantization", "none"),
+                      hardware.get("precision", "fp32"))
+
+
+def _revision(config: ExperimentConfig) -> str | None:
+    from training.train import revision_of
+
+    return revision_of(config)
+
+
+def check_base(run: TrainedRun) -> str:
+    """The base is the one the adapter was trained on; how that is known (said on the export)."""
+    from training.provenance import base_model_record
+
+    recorded = run.base
+    if "weights_sha256" not in recorded:
+        if recorded.get("revision") is None and Path(run.config.base_model).is_dir():
+            print(f"[{run.name}] note: {run.run_dir}/provenance.json has no hash of the base's weights (trained "
+                  f"before they were recorded); {run.config.base_model} is taken as it is")
+            return "unverified: the run recorded no hash of the base's weight files"
+        from training.train import check_base_model
+
+        check_base_model(run.config)  # a Hub id at the recorded revision: there, or a one-line Hub error
+        return f"Hub revision {recorded.get('revision')}, as trained"
+    folder = Path(run.config.base_model)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"the base {folder} that {run.name} was trained on is missing (no {folder / 'config.json'}); "
+                          "export merges into exactly those weights: rebuild or restore that folder")
+    now = base_model_record(str(folder), None)["weights_sha256"]
+    if now != recorded["weights_sha256"]:
+        changed = sorted(set(now) ^ set(recorded["weights_sha256"]) |
+                         {f for f in now if now[f] != recorded["weights_sha256"].get(f)})
+        raise DataError(f"the base {folder} is not the one {run.name} was trained on: {', '.join(changed)} "
+                        f"differ from the sha256 in {run.run_dir / 'provenance.json'}; merging into other weights "
+                        "would not reproduce the adapter (restore that base, or retrain)")
+    return "weight files' sha256 equal to the run's provenance"
+
+
+def load_base(run: TrainedRun):
+    """The base in float32 on the CPU: as trained, or for QLoRA its NF4 weights dequantized."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from common.hub_errors import hub_errors
+
+    revision = _revision(run.config)
+    with hub_errors(run.config.base_model, revision, "cannot load base model"):
+        if run.quantization != "nf4":
+            return AutoModelForCausalLM.from_pretrained(run.config.base_model, revision=revision, dtype=torch.float32)
+        from training.hardware import torch_dtype
+        from training.train import nf4_quantization
+
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"{run.name} was trained with QLoRA: merging needs its NF4 base, which "
+                                     "bitsandbytes loads on a CUDA GPU; export it on a GPU machine")
+        compute = torch_dtype(run.training_precision)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            run.config.base_model, revision=revision, dtype=compute, quantization_config=nf4_quantization(compute),
+            device_map={"": 0})
+    return quantized.dequantize(dtype=torch.float32).cpu()
+
+
+def load_adapter_model(run: TrainedRun):
+    """The adapter on its base, unmerged (float32, CPU): what the merged model must reproduce."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_base(run), str(run.adapter_dir)).eval()
+
+
+def merged_model(run: TrainedRun):
+    """The adapter merged into its base, still float32."""
+    return load_adapter_model(run).merge_and_unload()
+
+
+def save_merged(model, run: TrainedRun, folder: Path, dtype: str) -> None:
+    """The merged weights in `dtype`, with the adapter's tokenizer, generation_config.json and chat contract."""
+    import torch
+
+    from training.chat import CONTRACT_FILE, load_tokenizer, read_generation_config
+
+    model = model.to(getattr(torch, dtype))
+    model.generation_config = read_generation_config(run.adapter_dir)  # the adapter's decoding, stop tokens included
+    model.save_pretrained(folder)
+    load_tokenizer(run.adapter_dir).save_pretrained(folder)  # with its chat template
+    shutil.copyfile(run.adapter_dir / CONTRACT_FILE, folder / CONTRACT_FILE)
+    for path in folder.iterdir():
+        path.chmod(0o644)  # safetensors writes owner-only files; a model folder is for everyone to read
