@@ -47,7 +47,7 @@ eval: setup ## evaluate the base model and every trained adapter
 	$(PY) -m training evaluate --config-dir $(CONFIG_DIR)
 
 export: setup ## the best adapter (EXPERIMENT=exp1 for another) as a merged model and GGUF files, checked by llama.cpp
-	$(PY) -m training export --config-dir $(CONFIG_DIR) $(if $(EXPERIMENT),--set experiments=$(EXPERIMENT))
+	$(PY) -m training export --config-dir $(CONFIG_DIR)$(if $(EXPERIMENT), --set experiments=$(EXPERIMENT))
 
 push: eval ## publish dataset, adapters (one branch each) and model cards to the Hub
 	$(PY) -m hub push --config-dir $(CONFIG_DIR)

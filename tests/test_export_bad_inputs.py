@@ -62,7 +62,7 @@ def test_bad_export_input_is_one_line_and_changes_nothing(case, trained, tmp_pat
     elif case == "type-needing-an-importance-matrix":
         settings.append("formats=F16,IQ2_XS")
     elif case == "unknown-type":
-        settings.append("formats=q4_k_x")
+        settings.append("formats=q4_km")
     elif case == "base-missing":
         restore = (work / "base").rename(tmp_path / "moved-base"), work / "base"
     elif case == "base-weights-changed":

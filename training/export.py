@@ -138,7 +138,6 @@ def check_disk(destination: Path, parameters: int, types: list[str]) -> None:
     from training.export_gguf import estimated_bytes
 
     parent = destination.parent
-    parent.mkdir(parents=True, exist_ok=True)
     sizes = {"merged": parameters * 2, **{t: estimated_bytes(parameters, t) for t in types}}
     needed, free = sum(sizes.values()) + DISK_MARGIN, shutil.disk_usage(parent).free
     if free < needed:
@@ -149,7 +148,7 @@ def check_disk(destination: Path, parameters: int, types: list[str]) -> None:
 
 def manifest(run, config: ExportConfig, folder: Path, types: list[str], seconds: dict, base_check: str) -> dict:
     from training.chat import end_of_turn, load_tokenizer, read_generation_config
-    from training.export_gguf import describe, file_name
+    from training.export_gguf import describe, file_name, sha256_text
     from training.export_runtime import runtime_versions
     from training.provenance import sha256_file, stamp
 
@@ -166,7 +165,7 @@ def manifest(run, config: ExportConfig, folder: Path, types: list[str], seconds:
         "merge": {"computed_in": "float32", "saved_as": config.merged_dtype,
                   "base_weights": "NF4, dequantized before merging (QLoRA)" if run.quantization == "nf4" else "as trained"},
         "chat": {"end_of_turn": end_of_turn(tokenizer), "stop_token_ids": read_generation_config(folder / MERGED_DIR).eos_token_id,
-                 "chat_template_sha256": _sha256_text(tokenizer.chat_template)},
+                 "chat_template_sha256": sha256_text(tokenizer.chat_template)},
         "merged": {"folder": MERGED_DIR, "bytes": sum(p.stat().st_size for p in merged_files),
                    "files": {p.name: p.stat().st_size for p in merged_files}, "seconds": round(seconds[MERGED_DIR], 2)},
         "gguf": {t: {**describe(folder / GGUF_DIR / file_name(run.name, t)), "seconds": round(seconds[t], 2),
@@ -175,12 +174,6 @@ def manifest(run, config: ExportConfig, folder: Path, types: list[str], seconds:
         "runtime": runtime_versions(),
         "provenance": stamp(),
     }
-
-
-def _sha256_text(text: str | None) -> str | None:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
 
 
 def verify_folder(folder: Path, run, config: ExportConfig) -> dict:
@@ -215,6 +208,8 @@ def gguf_files(folder: Path) -> dict[str, str]:
 def card_facts(folder: Path, repo_id: str | None = None) -> dict:
     """What a GGUF repo's card says, from the export folder alone: types, files, sizes, quality against the
     adapter, and how to run each file (`repo_id`: the GGUF repo on the Hub)."""
+    from training.export_verify import ADAPTER, MERGED
+
     data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
     verification = Path(folder) / VERIFICATION
     checks = json.loads(verification.read_text(encoding="utf-8")) if verification.is_file() else None
@@ -230,11 +225,8 @@ def card_facts(folder: Path, repo_id: str | None = None) -> dict:
         facts.append(fact)
     return {"experiment": data["experiment"], "base_model": data["base_model"], "adapter": data["adapter"],
             "merged_bytes": data["merged"]["bytes"], "gguf": facts,
-            "merged_vs_adapter": checks[V_MERGED] if checks else None,
-            "adapter_rougeL": checks["rougeL"]["adapter"] if checks else None}
-
-
-V_MERGED = "merged"
+            "merged_vs_adapter": checks[MERGED] if checks else None,
+            "adapter_rougeL": checks["rougeL"][ADAPTER] if checks else None}
 
 
 def summary(folder: Path) -> str:

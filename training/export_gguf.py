@@ -110,11 +110,11 @@ def describe(path: Path) -> dict:
                       "eos_token_id": value("tokenizer.ggml.eos_token_id"),
                       "eot_token_id": value("tokenizer.ggml.eot_token_id"),
                       "add_bos_token": value("tokenizer.ggml.add_bos_token")},
-        "chat_template_sha256": _sha256_text(value("tokenizer.chat_template")),
+        "chat_template_sha256": sha256_text(value("tokenizer.chat_template")),
     }
 
 
-def _sha256_text(text: str | None) -> str | None:
+def sha256_text(text: str | None) -> str | None:
     import hashlib
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None

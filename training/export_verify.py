@@ -99,7 +99,7 @@ def load_questions(data_dir: Path, split: str, limit: int, tokenizer, system_pro
             conversations.append(build_messages(system_prompt, previous["question"], previous["answer"])
                                  + [{"role": "user", "content": row["question"]}])
     return Questions(
-        ids=chosen["id"], questions=chosen["question"], references=chosen["answer"],
+        ids=list(chosen["id"]), questions=list(chosen["question"]), references=list(chosen["answer"]),
         prompt_ids=[encode_prompt(tokenizer, p) for p in chosen["prompt"]],
         sequence_ids=[prompt_completion_ids(tokenizer, p, c)[0] for p, c in zip(chosen["prompt"], chosen["completion"])],
         conversations=conversations,
