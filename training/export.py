@@ -44,8 +44,9 @@ class ExportConfig(StrictModel):
         None, description="experiments to export (a list or comma-separated); None: the best (runs_dir/best.json)")
     formats: list[str] = Field(list(DEFAULT_TYPES), description="GGUF types (a list or comma-separated): F16, always "
                                "written, and llama.cpp quantization types (Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...)")
-    merged_dtype: str = Field("float16", pattern="^(float16|bfloat16)$",
-                              description="the merged weights' 16-bit type (the merge itself is computed in float32)")
+    merged_dtype: str = Field("float16", pattern="^(float16|bfloat16|float32)$",
+                              description="the merged weights' type (the merge is computed in float32; float32 weights "
+                              "keep its logits exactly, at twice the size)")
     verify: bool = Field(True, description="check the export against the adapter and keep it only if it meets the targets")
     questions: int = Field(32, gt=0, description="test questions answered and scored by the verification")
     split: str = Field("test", description="split of the run's prepared data the verification uses")

@@ -5,7 +5,7 @@ Hub id at a revision, or a local folder and the sha256 of its weight files); oth
 A QLoRA adapter was trained on the base's NF4 weights: the base is loaded in NF4 as training loaded it
 and dequantized, then the adapter merged (peft's advice; merging into the original float weights adds the
 adapter to weights it never saw, and merging into 4-bit weights rounds a light fine-tune away). The
-merge is computed in float32 and saved in 16-bit, with the adapter's tokenizer (and chat template),
+merge is computed in float32 and saved in 16-bit (by default), with the adapter's tokenizer (and chat template),
 generation_config.json and chat_contract.json: the same chat contract as the adapter.
 """
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 from common.errors import ConfigError, DataError, EnvironmentProblem
 from training.config import ExperimentConfig
 
-MERGED_DTYPES = ("float16", "bfloat16")
-
+SENTENCEPIECE_MODEL = "tokenizer.model"
 
 @dataclass(frozen=True)
 class TrainedRun:
@@ -146,7 +145,8 @@ def merged_model(run: TrainedRun):
 
 
 def save_merged(model, run: TrainedRun, folder: Path, dtype: str) -> None:
-    """The merged weights in `dtype`, with the adapter's tokenizer, generation_config.json and chat contract."""
+    """The merged weights in `dtype`, with the adapter's tokenizer, generation_config.json and chat contract
+    (and the base's SentencePiece model, when it has one)."""
     import torch
 
     from training.chat import CONTRACT_FILE, load_tokenizer, read_generation_config
@@ -156,5 +156,30 @@ def save_merged(model, run: TrainedRun, folder: Path, dtype: str) -> None:
     model.save_pretrained(folder)
     load_tokenizer(run.adapter_dir).save_pretrained(folder)  # with its chat template
     shutil.copyfile(run.adapter_dir / CONTRACT_FILE, folder / CONTRACT_FILE)
+    sentencepiece = sentencepiece_model(run)
+    if sentencepiece is not None:
+        shutil.copyfile(sentencepiece, folder / SENTENCEPIECE_MODEL)
+
+
+def sentencepiece_model(run: TrainedRun) -> Path | None:
+    """The base's SentencePiece model (TinyLlama's tokenizer.model), which transformers 5 does not save with
+    the adapter. llama.cpp's converter reads the token scores from it; without it a Llama tokenizer is
+    converted with placeholder scores and llama.cpp splits words differently (the template check sees it)."""
+    from common.hub_ids import is_hub_id
+
+    base = run.config.base_model
+    if not is_hub_id(base):
+        path = Path(base) / SENTENCEPIECE_MODEL
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from common.hub_errors import hub_errors
+
+    with hub_errors(base, _revision(run.config), f"cannot download {SENTENCEPIECE_MODEL} of"):
+        try:
+            return Path(hf_hub_download(base, SENTENCEPIECE_MODEL, revision=_revision(run.config)))
+        except EntryNotFoundError:  # a byte-level BPE base (SmolLM2) has none
+            return None
     for path in folder.iterdir():
         path.chmod(0o644)  # safetensors writes owner-only files; a model folder is for everyone to read
