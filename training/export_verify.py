@@ -197,8 +197,9 @@ def open_gguf(path: Path, n_ctx: int):
 
 def run_gguf(path: Path, tokenizer, questions: Questions, decoding: Decoding, merged: ModelRun) -> tuple[dict, list[Answer]]:
     """Template tokens, logit NMSE against the merged model, greedy answers and where they stop."""
-    import llama_cpp as lib
+    from training.export_runtime import load_llama_cpp
 
+    lib = load_llama_cpp()
     longest = max(max(len(s) for s in questions.sequence_ids),
                   max(len(p) for p in questions.prompt_ids) + decoding.max_new_tokens)
     llm = open_gguf(path, n_ctx=longest + 8)
