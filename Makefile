@@ -30,7 +30,7 @@ LLAMA_CPP_SDIST := $(VENV)/src/llama-cpp-sdist
 $(VENV)/.llama-cpp: requirements-llama-cpp.txt $(VENV)/.installed
 	rm -rf $(LLAMA_CPP_SDIST)
 	$(PY) -m pip download -q --no-deps --no-binary :all: --require-hashes -r requirements-llama-cpp.txt -d $(LLAMA_CPP_SDIST)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install -q $(LLAMA_CPP_SDIST)/llama_cpp_python-*.tar.gz
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q $(LLAMA_CPP_SDIST)/llama_cpp_python-*.tar.gz
 	$(PY) -m training.export_runtime $(LLAMA_CPP_SDIST)/llama_cpp_python-*.tar.gz
 	@touch $@
 

@@ -142,7 +142,7 @@ def test_llama_cpp_chat_completion_answers_and_stops(real_export):
 
     _, folder, _ = real_export
     contract = read_contract(folder / "merged")
-    llm = Llama(model_path=str(folder / "gguf" / "real-Q4_K_M.gguf"), n_ctx=1024, verbose=False)
+    llm = Llama(model_path=str(next((folder / "gguf").glob("*-Q4_K_M.gguf"))), n_ctx=1024, verbose=False)
     reply = llm.create_chat_completion(build_messages(contract.system_prompt, "What is the first-line treatment "
                                                       "for anaphylaxis?"), temperature=0.0, max_tokens=200)
     llm.close()

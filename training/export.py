@@ -109,7 +109,7 @@ def export_experiment(config: ExportConfig, name: str) -> Path:
     def fill(tmp: Path) -> None:
         started = time.perf_counter()
         model = merged_model(run)
-        check_disk(destination, sum(p.numel() for p in model.parameters()), types)
+        check_disk(destination, sum(p.numel() for p in model.parameters()), types, config.merged_dtype)
         save_merged(model, run, tmp / MERGED_DIR, config.merged_dtype)
         del model
         seconds = {MERGED_DIR: time.perf_counter() - started}
@@ -134,12 +134,13 @@ def end_of_turn_id(adapter_dir: Path) -> int:
     return tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
 
 
-def check_disk(destination: Path, parameters: int, types: list[str]) -> None:
+def check_disk(destination: Path, parameters: int, types: list[str], merged_dtype: str) -> None:
     """Room for the whole new export beside the old one (which stays until the new one is complete)."""
     from training.export_gguf import estimated_bytes
 
     parent = destination.parent
-    sizes = {"merged": parameters * 2, **{t: estimated_bytes(parameters, t) for t in types}}
+    merged = parameters * (4 if merged_dtype == "float32" else 2)
+    sizes = {"merged": merged, **{t: estimated_bytes(parameters, t) for t in types}}
     needed, free = sum(sizes.values()) + DISK_MARGIN, shutil.disk_usage(parent).free
     if free < needed:
         shown = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in sizes.items())
