@@ -5,11 +5,12 @@ The real base SmolLM2-135M-Instruct (`python -m training build-real-base`), real
 GGUF F16 / Q8_0 / Q4_K_M through llama.cpp) with its verification on 32 test questions. Everything runs
 through the project's CLIs (bench/quality_runs.py).
 
-    .venv/bin/python bench/bench_export.py            # ~15 min on 2 idle cores (training ~3 of them)
+    .venv/bin/python bench/bench_export.py                 # 32 questions
+    .venv/bin/python bench/bench_export.py --questions 8   # what a busy 2-core machine managed
 
 Writes bench/results/<date>-export-cpu.json: per format the export seconds, file size, logit NMSE
-against the merged model, greedy agreement, ROUGE-L with the paired interval against the adapter; the
-merged model's largest logit difference from the adapter, also for bfloat16 weights (why float16).
+against the merged model, greedy agreement, ROUGE-L with the paired interval against the adapter, and
+the targets missed (the export runs with verify=false and is then verified here, so a miss is measured).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.quality_runs import FLASHCARDS, Run, base_record, cli, prepare, run_metrics, sets, train  # noqa: E402
 from common.atomic import write_json_atomic  # noqa: E402
+from training.export import ExportConfig  # noqa: E402
 from training.provenance import hardware, library_versions, sha256_file  # noqa: E402
 
 # exp1 as the CPU quality benchmark trains it (short steps at a high rate), shorter: the export is measured.
@@ -51,16 +53,17 @@ def main(argv=None) -> int:
     exports = args.work / "exports"
     load_before = os.getloadavg()
     started = time.perf_counter()
-    cli(["training", "export", *sets({"runs_dir": str(args.work / "runs"), "output_dir": str(exports),
-                                      "experiments": RUN.name, "questions": args.questions})], logs / "export.log")
+    settings = {"runs_dir": str(args.work / "runs"), "output_dir": str(exports), "experiments": RUN.name,
+                "questions": args.questions}
+    # Exported without the gate, then verified here: the numbers are wanted whether or not a target is met.
+    cli(["training", "export", *sets({**settings, "verify": False})], logs / "export.log")
     wall = time.perf_counter() - started
     folder = exports / RUN.name
     manifest = json.loads((folder / "export.json").read_text())
-    report = json.loads((folder / "verification.json").read_text())
+    report = verify(folder, ExportConfig(**settings))
     record = {
         "benchmark": "export of a real fine-tune (merged weights, GGUF through llama.cpp), CPU",
         "summary": summary(manifest, report, wall),
-        "merged_dtype": merged_dtype_gap(args.work, RUN.name, args.questions),
         "verification": report,
         "run": {"settings": RUN.settings, "final_eval_loss": run_metrics(args.work, RUN.name)["final_eval_loss"]},
         "export": {k: manifest[k] for k in ("merge", "chat", "runtime", "base_model")},
@@ -73,6 +76,19 @@ def main(argv=None) -> int:
     write_json_atomic(out, record)
     print(json.dumps(record["summary"], indent=2))
     return 0
+
+
+def verify(folder: Path, config) -> dict:
+    """export's own checks on the export in `folder` (verification.json written there), failed targets included."""
+    from common.errors import VerificationError
+    from training.export import VERIFICATION, verify_folder
+    from training.export_merge import read_run
+
+    try:
+        verify_folder(folder, read_run(config.runs_dir, RUN.name), config)
+    except VerificationError as missed:
+        print(f"targets missed: {missed}")
+    return json.loads((folder / VERIFICATION).read_text())
 
 
 def summary(manifest: dict, report: dict, wall: float) -> dict:
@@ -97,34 +113,7 @@ def summary(manifest: dict, report: dict, wall: float) -> dict:
             "template_tokens_equal": f"{checks['template']['equal']}/{checks['template']['conversations']}",
             **rouge(quant_type)}
     return {"adapter_rougeL": rouge("adapter")["rougeL"], "formats": formats, "failures": report["failures"],
-            "export_wall_s": round(wall, 1)}
-
-
-def merged_dtype_gap(work: Path, name: str, questions: int) -> dict:
-    """The merged model's largest logit difference from the adapter, per 16-bit type (teacher-forced test
-    prompts, float32 compute): what the float16 default rests on."""
-    import torch
-
-    from training import export_verify as V
-    from training.chat import load_tokenizer, read_contract
-    from training.export_merge import load_adapter_model, read_run
-
-    run = read_run(work / "runs", name)
-    tokenizer = load_tokenizer(run.adapter_dir)
-    qs = V.load_questions(run.config.data_dir, "test", questions, tokenizer, read_contract(run.adapter_dir).system_prompt)
-    adapter = load_adapter_model(run)
-    with torch.inference_mode():
-        reference = [adapter(input_ids=torch.tensor([ids])).logits[0].numpy() for ids in qs.sequence_ids]
-        merged = adapter.merge_and_unload()
-        exact = {key: value.clone() for key, value in merged.state_dict().items()}
-        gaps = {}
-        for dtype in ("float32", "float16", "bfloat16"):
-            merged.load_state_dict({key: value.to(getattr(torch, dtype)).float() for key, value in exact.items()})
-            gap = V.LogitGap()
-            for ids, ref in zip(qs.sequence_ids, reference):
-                gap.add(ref, merged(input_ids=torch.tensor([ids])).logits[0].numpy())
-            gaps[dtype] = {"max_abs_diff": gap.max_abs, "top1_agreement": round(gap.same_top1 / gap.positions, 5)}
-    return gaps
+            "export_wall_s_without_verification": round(wall, 1)}
 
 
 if __name__ == "__main__":
