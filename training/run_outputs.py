@@ -86,7 +86,7 @@ def write_outputs(config: ExperimentConfig, plan: TrainingPlan, trainer, tokeniz
                   run_dir: Path) -> None:
     """adapter/, metrics.json and provenance.json into `run_dir` (the staged run; plan.json is there already)."""
     from training.chat import write_contract
-    from training.provenance import stamp
+    from training.provenance import base_model_record, stamp
 
     report = DataDir(config.data_dir).report()
     run = RunDir(run_dir)
@@ -102,7 +102,7 @@ def write_outputs(config: ExperimentConfig, plan: TrainingPlan, trainer, tokeniz
         **stamp(),
         "data": {"fingerprint": report.get("fingerprint"), "sources": report.get("sources"),
                  "dir": str(config.data_dir)},
-        "base_model": {"id": config.base_model, "revision": config.base_model_revision},
+        "base_model": base_model_record(config.base_model, config.base_model_revision),
         "plan": plan.as_dict(),
         "config": dump(config),
     })

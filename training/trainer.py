@@ -86,6 +86,14 @@ def tokenize(split, tokenizer, max_length: int):
 # ---------------------------------------------------------------- model and trainer
 
 
+def nf4_quantization(compute_dtype):
+    """QLoRA's base weights: 4-bit NF4 with double quantisation (export loads the base this way to merge)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def build_model(config: ExperimentConfig, plan: TrainingPlan):
     """The base model (4-bit when quantising) with fresh LoRA adapters on the target modules, attending through
     the plan's kernel, its layers compiled where the plan says."""
@@ -95,14 +103,7 @@ def build_model(config: ExperimentConfig, plan: TrainingPlan):
     set_seed(config.seed)  # LoRA init draws from the global RNG
     kwargs: dict[str, Any] = {"dtype": plan.dtype}
     if plan.quantized:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=plan.dtype,
-        )
+        kwargs["quantization_config"] = nf4_quantization(plan.dtype)
         kwargs["device_map"] = {"": local_rank()}  # each DDP process its own GPU
     revision = config.base_model_revision
     with hub_errors(config.base_model, revision, "cannot download base model"):  # the weights, mid-way
