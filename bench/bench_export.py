@@ -102,6 +102,7 @@ def summary(manifest: dict, report: dict, wall: float) -> dict:
     formats = {"merged": {"seconds": manifest["merged"]["seconds"], "bytes": manifest["merged"]["bytes"],
                           "max_abs_logit_diff_vs_adapter": report["merged"]["max_abs_diff"],
                           "greedy_equal": f"{report['merged']['greedy_equal']}/{report['merged']['greedy_questions']}",
+                          "near_tie_divergences": report["merged"]["divergences"],
                           **rouge("merged")}}
     for quant_type, entry in manifest["gguf"].items():
         checks = report["gguf"][quant_type]

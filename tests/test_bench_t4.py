@@ -19,7 +19,11 @@ def test_every_part_runs_and_the_summary_has_the_issues_keys(tmp_path):
     record = json.loads(path.read_text())
     for run in ("reference", "default"):
         assert ISSUE_KEYS <= set(record[run]) and record[run]["final_eval_loss"] > 0, run
-        assert record[run]["time_to_reference_loss_s"] is not None, run  # each reached the reference's final loss
+    # The reference reaches its own final loss by definition; whether a few tiny-model steps of the default do
+    # is the GPU run's finding, not the dry run's (None means it did not, and the target says so).
+    assert record["reference"]["time_to_reference_loss_s"] is not None
+    reached = record["default"]["time_to_reference_loss_s"]
+    assert (reached is None) is (record["targets"]["time_to_reference_loss_at_most_a_quarter"] is False)
     assert record["reference"]["plan"]["packed"] is False  # the notebook's batches of sequences
     assert set(record["default"]["paired_rougeL_vs_reference"]) == {"diff", "ci_low", "ci_high", "n"}
     assert 0 <= record["fp16_loss_parity_max_rel"] < 0.05  # fp32 against bf16 here; fp16 against bf16 on a GPU

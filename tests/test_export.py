@@ -67,7 +67,10 @@ def test_real_export_meets_every_target(real_export):
     config, folder, out = real_export
     report = read(folder, "verification.json")
     assert report["failures"] == [], report["failures"]
-    assert report["merge"]["max_abs_diff"] <= 1e-3 and report["merged"]["greedy_equal"] >= 15
+    assert report["merge"]["max_abs_diff"] <= 1e-3
+    # every merged answer is the adapter's, or leaves it only where 16-bit rounding swaps two near-equal tokens
+    divergences = report["merged"]["divergences"]
+    assert report["merged"]["greedy_equal"] + len(divergences) == 16 and all(d["tie"] for d in divergences)
     gguf = report["gguf"]
     assert list(gguf) == list(REAL_TYPES)
     assert gguf["F16"]["logits"]["nmse"] <= 1e-4 and gguf["F16"]["greedy"]["runaway"] == 0
