@@ -34,8 +34,8 @@ from huggingface_hub import (
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RevisionNotFoundError
 from huggingface_hub.utils.sha import git_hash
 
-from hub.server import ensure_token, start_in_thread
-from hub.server.metadata import HUB_LICENSES
+from offline.server import ensure_token, start_in_thread
+from offline.server.metadata import HUB_LICENSES
 from reliability_support import REPO_ROOT
 from space_support import free_port
 
@@ -103,7 +103,7 @@ def test_a_blob_whose_bytes_changed_on_disk_is_not_served(api, hub_server, path,
     assert Path(hf_hub_download(repo_id, path, cache_dir=tmp_path / "a")).read_bytes() == data
     blob = _blob_file(hub_server, hashlib.sha256(data).hexdigest())
     _flip_bytes(blob)
-    with caplog.at_level(logging.ERROR, logger="hub.server"), pytest.raises(HfHubHTTPError) as err:
+    with caplog.at_level(logging.ERROR, logger="offline.server"), pytest.raises(HfHubHTTPError) as err:
         hf_hub_download(repo_id, path, cache_dir=tmp_path / "b")
     assert err.value.response.status_code == 500
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -194,7 +194,7 @@ class _Sized:
 
 def test_oversized_and_anonymous_bodies_do_not_grow_the_server(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--dir", str(tmp_path), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "offline", "serve", "--dir", str(tmp_path), "--port", str(port),
                              "--user", "big"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -212,7 +212,7 @@ def test_oversized_and_anonymous_bodies_do_not_grow_the_server(tmp_path):
     _assert_hub_error(anonymous, 401)
     _assert_hub_error(declared, 413)
     assert growth_mb < 40, f"the server grew by {growth_mb:.0f} MB for 600 MB of refused bodies"
-    assert faults.status_code == 404  # `hub serve` without --faults has no fault injection
+    assert faults.status_code == 404  # `offline serve` without --faults has no fault injection
 
 
 def _wait_for_server(data_dir: Path, url: str) -> str:
@@ -274,7 +274,7 @@ MALFORMED = {
 def test_a_malformed_body_gets_400_in_the_hubs_shape(hub_server, repo, case, caplog):
     method, path, body = MALFORMED[case]
     content_type = "application/x-ndjson" if "/commit/" in path else "application/json"
-    with caplog.at_level(logging.INFO, logger="hub.server"):
+    with caplog.at_level(logging.INFO, logger="offline.server"):
         answer = requests.request(method, hub_server.url + path.format(repo=repo), data=body.encode(),
                                   headers={**_auth(hub_server.write_token), "Content-Type": content_type})
     _assert_hub_error(answer, 400)

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, get_session, paginate
 
-from hub.server import ensure_token, start_in_thread
+from offline.server import ensure_token, start_in_thread
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_injected_503_on_preupload_is_retried_and_upload_completes(api, hub_serv
 
 
 def test_tokens_never_appear_in_the_request_log(api, hub_server, caplog):
-    with caplog.at_level(logging.INFO, logger="hub.server"):
+    with caplog.at_level(logging.INFO, logger="offline.server"):
         api.create_repo(hub_server.repo_id())
     assert any("/api/repos/create 200" in r.getMessage() for r in caplog.records)
     assert not any(hub_server.write_token in r.getMessage() for r in caplog.records)
@@ -302,7 +302,7 @@ def test_lora_adapter_on_a_branch_loads_with_peft(api, hub_server, tiny_base, tm
 
 
 def test_a_failed_commit_leaves_the_branch_and_history_unchanged(tmp_path):
-    from hub.server.storage import Store, StoreError
+    from offline.server.storage import Store, StoreError
 
     store = Store(tmp_path)
     assert store.create_repo("model", "alice/atomic", {"private": False})

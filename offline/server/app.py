@@ -23,12 +23,12 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
 
-from hub.server import auth, metadata, pages
-from hub.server.faults import Faults
-from hub.server.storage import (DEFAULT_BRANCH, REPO_TYPES, Store, StoreError, lfs_pointer, now_iso,
+from offline.server import auth, metadata, pages
+from offline.server.faults import Faults
+from offline.server.storage import (DEFAULT_BRANCH, REPO_TYPES, Store, StoreError, lfs_pointer, now_iso,
                                  repo_path_problem, valid_sha256)
 
-logger = logging.getLogger("hub.server")
+logger = logging.getLogger("offline.server")
 
 PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURALS = {"models": "model", "datasets": "dataset", "spaces": "space"}

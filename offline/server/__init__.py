@@ -4,9 +4,9 @@ It is what the tests and `make demo` point `HF_ENDPOINT` at, so that the real
 huggingface_hub, datasets, transformers and peft clients create repos, push commits, branches
 and tags, and download files exactly as they would from the Hub, without a network. It is
 not a Hub replacement: one process, no web pages but a card view, no pull requests, no Xet storage, and
-Spaces are only recorded (variables, hardware), never built or run. See hub/server/README.md.
+Spaces are only recorded (variables, hardware), never built or run. See offline/server/README.md.
 
-    python -m hub serve --dir hub-data --port 8089
+    python -m offline serve --dir hub-data --port 8089
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.server.auth import ensure_token
+from offline.server.auth import ensure_token
 
 __all__ = ["ensure_token", "start_in_thread", "add_arguments", "run", "ServerHandle"]
 
@@ -38,7 +38,7 @@ class ServerHandle:
 
 
 def _make_server(data_dir: str | Path, host: str, port: int, faults: bool = False):
-    from hub.server.app import HubHTTPServer
+    from offline.server.app import HubHTTPServer
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     return HubHTTPServer((host, port), data_dir, faults=faults)

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 
 from markdown_it import MarkdownIt
 
-from hub.server.metadata import split_card
+from offline.server.metadata import split_card
 
 SAFE_SCHEMES = ("http", "https", "mailto")
 # Types a browser executes or renders as a document: never shown inline.
