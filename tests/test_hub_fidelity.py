@@ -445,6 +445,20 @@ def test_cards_like_this_projects_validate(hub_server):
     DatasetCard(f"---\n{data.to_yaml()}\n---\n# data\n").validate()
 
 
+def test_a_card_with_windows_line_ends_is_read_and_checked_as_the_hub_does(api, hub_server):
+    """The front matter is found by huggingface_hub's REGEX_YAML_BLOCK (the Hub's own), CRLF included."""
+    repo_id = hub_server.repo_id("crlf")
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"---\r\nlicense: mit\r\ntags:\r\n- medical\r\n---\r\n# card\r\n",
+                    path_in_repo="README.md", repo_id=repo_id)
+    info = api.model_info(repo_id)
+    assert (info.card_data.license, info.card_data.tags) == ("mit", ["medical"])
+    assert {"medical", "license:mit"} <= set(info.tags)
+    answer = _raw_commit(hub_server, repo_id, [_file_line("README.md", b"---\r\nlicense: apache2\r\n---\r\n# x\r\n")])
+    _assert_hub_error(answer, 400)
+    assert '"license" must be one of' in answer.json()["error"]
+
+
 # ---- fidelity: revisions, gating, tags -------------------------------------------------------
 
 def test_short_shas_resolve_like_the_hub(api, hub_server, repo, tmp_path):

@@ -343,3 +343,20 @@ def test_serve_command_answers_and_keeps_tokens_out_of_its_output(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "GET /api/whoami-v2 200" in output and token not in output
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_hub_serve_and_demo_are_aliases_of_the_offline_commands(command, capsys):
+    """`python -m hub serve|demo` (from before the move to offline/) take the options of `python -m offline ...`."""
+    import re
+
+    import hub.cli
+    import offline.cli
+
+    options = []
+    for cli in (hub.cli, offline.cli):
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+        options.append(sorted(set(re.findall(r"--[\w-]+", capsys.readouterr().out))))
+    assert options[0] == options[1] and {"serve": "--port", "demo": "--hub-port"}[command] in options[0]

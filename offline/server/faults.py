@@ -4,15 +4,24 @@ or a dropped connection, a given number of times.
 Rules come from `POST /_local/faults` as `{"rules": [{"method": "PUT", "path": "regex",
 "action": "status"|"delay"|"drop", "status": 503, "seconds": 1.5, "times": 2}]}`;
 `GET /_local/faults` lists what is left, `DELETE /_local/faults` clears them. `times` absent
-means every matching request.
+means every matching request. Faults apply before anything else, the token check included.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass
 
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from offline.server.calls import Call, HttpError, error_response, field, finish, json_response, raw_path
+
 ACTIONS = ("status", "delay", "drop")
+logger = logging.getLogger("offline.server")
 
 
 @dataclass
@@ -73,3 +82,60 @@ class Faults:
                             self._rules.remove(rule)
                     return rule
         return None
+
+
+class FaultInjection:
+    """ASGI middleware answering requests that match a rule as the rule says."""
+
+    def __init__(self, app: ASGIApp, faults: Faults):
+        self.app, self.faults = app, faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = raw_path(scope) if scope["type"] == "http" else ""
+        rule = self.faults.take(scope["method"], path) if path and not path.startswith("/_local/faults") else None
+        if rule is None:
+            return await self.app(scope, receive, send)
+        logger.info("%s %s fault: %s", scope["method"], path, rule.action)
+        if rule.action == "delay":
+            await anyio.sleep(rule.seconds)  # this request only: others are served meanwhile
+            return await self.app(scope, receive, send)
+        if rule.action == "drop":
+            return await _drop_connection(receive)
+        response = error_response(HttpError(rule.status, f"injected fault {rule.status}"))
+        await (await finish(Request(scope, receive), response, body_read=False))(scope, receive, send)
+
+
+async def _drop_connection(receive: Receive) -> None:
+    """Close the connection without an answer.
+
+    ASGI has no message for this; uvicorn's `receive` is a method of its request cycle, which holds
+    the connection's transport. Once uvicorn has seen the connection go, it sends nothing for us.
+    """
+    receive.__self__.transport.close()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# ---- /_local/faults: the rules, set by a write token ----------------------------------------
+def _rules(call: Call) -> Faults:
+    if call.identity is None or not call.identity.can_write:
+        raise HttpError(403, "fault injection needs a write token")
+    return call.hub.faults
+
+
+def describe_rules(call: Call) -> Response:
+    return json_response({"rules": _rules(call).describe()})
+
+
+def set_rules(call: Call) -> Response:
+    faults = _rules(call)
+    try:
+        faults.set(field(call.json(), "rules", list, required=False) or [])
+    except (ValueError, re.error, KeyError, TypeError, AttributeError) as exc:
+        raise HttpError(400, f"bad fault rules: {exc}")
+    return json_response({})
+
+
+def clear_rules(call: Call) -> Response:
+    _rules(call).clear()
+    return json_response({})
