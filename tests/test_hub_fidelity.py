@@ -11,10 +11,12 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -135,6 +137,27 @@ def test_an_lfs_upload_must_have_its_declared_size(hub_server, repo, declared):
     answer = requests.put(href, data=data)
     _assert_hub_error(answer, 413 if declared < len(data) else 400)
     assert not _blob_file(hub_server, oid).exists()
+
+
+@pytest.mark.parametrize("size, writes", [(4_000, 1), (400_000, 40)])
+def test_a_chunked_lfs_upload_past_its_declared_size_is_refused_mid_body(hub_server, repo, size, writes):
+    """No Content-Length to refuse up front: the server stops past the declared size, drains the rest
+    and answers 413, whether the body arrives whole (one small write) or spread out."""
+    data = os.urandom(size)
+    oid = hashlib.sha256(data).hexdigest()
+    href = _batch(hub_server, repo, oid, 1000).json()["objects"][0]["actions"]["upload"]["href"]
+    step = size // 10
+    body = b"".join(b"%x\r\n%s\r\n" % (step, data[i:i + step]) for i in range(0, size, step)) + b"0\r\n\r\n"
+    request = (f"PUT {urlsplit(href).path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+               "Connection: close\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", hub_server.handle.port), timeout=30) as conn:
+        for i in range(0, len(request), len(request) // writes + 1):
+            conn.sendall(request[i:i + len(request) // writes + 1])
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.split()[1] == b"413" and b'"error"' in rest and b"x-error-message" in rest.lower()
+    assert not _blob_file(hub_server, oid).exists()
+    assert not list(_blob_file(hub_server, oid).parent.glob(".upload-*"))  # no half-written upload left
 
 
 def test_an_lfs_commit_declaring_another_size_is_refused(api, hub_server, repo):

@@ -249,6 +249,8 @@ async def finish(request: Request, response: Response, body_read: bool) -> Respo
                 break
     except ClientDisconnect:
         pass  # nobody is left to answer
+    except RuntimeError:
+        pass  # Starlette's "Stream consumed": its last piece came with the one that went past a limit
     return response
 
 
