@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -206,6 +207,26 @@ def test_restart_loses_nothing(tmp_path):
         assert Path(path).read_bytes() == b"\0" * 64
     finally:
         handle.close()
+
+
+def test_a_server_started_in_process_on_any_port_can_be_named_by_hf_endpoint_afterwards(tmp_path):
+    """huggingface_hub reads HF_ENDPOINT once, when first imported: starting the server must not import it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os
+from offline.server import ensure_token, start_in_thread
+handle = start_in_thread({str(tmp_path)!r})
+os.environ.update(HF_ENDPOINT=handle.url, HF_TOKEN=ensure_token({str(tmp_path)!r}, "late", "write"))
+from huggingface_hub import HfApi
+print(HfApi().whoami()["name"])
+handle.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "HF_ENDPOINT"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "late", done.stderr[-2000:]
 
 
 def test_injected_503_on_preupload_is_retried_and_upload_completes(api, hub_server):

@@ -40,6 +40,7 @@ ANONYMOUS_BODY_LIMIT = 1024 * 1024
 # A refused body is read and thrown away up to this size, so the client (which sends all of it
 # before reading) sees the answer; beyond it the connection is closed instead.
 DISCARD_LIMIT = 1024 * 1024 * 1024
+PIECE = 1024 * 1024  # bytes a handler's thread takes from the event loop at once, and a file answer sends at once
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Call:
         if declared is not None and int(declared) > limit:
             raise HttpError(413, f"Request body of {declared} bytes is larger than the {limit}-byte limit")
         stream, received = self.request.stream(), 0
-        while (chunk := anyio.from_thread.run(_next_chunk, stream)) is not None:
+        while (chunk := anyio.from_thread.run(_next_piece, stream)) is not None:
             received += len(chunk)
             if received > limit:
                 raise HttpError(413, f"Request body is larger than the {limit}-byte limit")
@@ -207,8 +208,14 @@ class Call:
         return json_response(items[start:start + size], headers=headers)
 
 
-async def _next_chunk(stream) -> bytes | None:
-    return await anext(stream, None)
+async def _next_piece(stream) -> bytes | None:
+    """Up to PIECE bytes of the body (None at its end): one trip from the handler's thread to the
+    event loop brings many of uvicorn's 64 KiB chunks."""
+    chunks, size = [], 0
+    while size < PIECE and (chunk := await anext(stream, None)) is not None:
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) or None
 
 
 def raw_path(scope) -> str:

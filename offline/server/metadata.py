@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 import yaml
-from huggingface_hub.repocard import REGEX_YAML_BLOCK, RepoCard
 
 # The Hub's license ids, in the order its error message lists them (huggingface_hub issue
 # #4218, 2026; source of truth: hub-docs/docs/hub/repositories-licenses.md).
@@ -33,16 +32,24 @@ LICENSE_MESSAGE = '"{field}" must be one of [' + ", ".join(HUB_LICENSES) + ", ar
 _REPO_ID = re.compile(r"^(?:[\w.-]{1,96}/)?[\w.-]{1,96}$")
 
 
+# huggingface_hub.repocard is imported where it is used: importing it reads HF_ENDPOINT (once, for the
+# whole process), and a caller that starts this server on port 0 in-process sets HF_ENDPOINT afterwards.
+
+
 def split_card(text: str) -> tuple[str | None, str]:
     """(the YAML block or None, the Markdown after it), split by huggingface_hub's REGEX_YAML_BLOCK:
     the library keeps it the same as the Hub server's own."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
     match = REGEX_YAML_BLOCK.search(text)
     return (match.group(2), text[match.end():]) if match else (None, text)
 
 
 def front_matter(text: str) -> dict | None:
     """A card's metadata as the client reads it (`RepoCard`); None when absent or not a valid mapping."""
-    if REGEX_YAML_BLOCK.search(text) is None:  # RepoCard would log a warning for each card without metadata
+    from huggingface_hub.repocard import RepoCard
+
+    if split_card(text)[0] is None:  # RepoCard would log a warning for each card without metadata
         return None
     try:
         return RepoCard(text, ignore_metadata_errors=True).data.to_dict()
