@@ -62,7 +62,7 @@ space: setup ## create or update the Gradio Space serving the best adapter
 	$(PY) -m hub deploy-space --config-dir $(CONFIG_DIR)
 
 serve: setup ## run the local offline Hub server on HUB_PORT with data in HUB_DIR
-	$(PY) -m hub serve --dir $(HUB_DIR) --port $(HUB_PORT)
+	$(PY) -m offline serve --dir $(HUB_DIR) --port $(HUB_PORT)
 
 tiny-base: setup ## build the tiny offline TinyLlama-shaped base model (random weights, for fast tests)
 	$(PY) -m training build-tiny-base
@@ -71,7 +71,7 @@ real-base: setup ## build the real pretrained base (SmolLM2-135M-Instruct) from 
 	$(PY) -m training build-real-base
 
 demo: setup ## the whole product offline: data, train, eval, local Hub, push, Space
-	$(PY) -m hub demo
+	$(PY) -m offline demo
 
 test: setup ## run the test suite
 	$(PY) -m pytest

@@ -48,7 +48,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         root = copy_repo(Path(tmp))
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        argv = [sys.executable, "-m", "hub", "demo", "--no-wait",
+        argv = [sys.executable, "-m", "offline", "demo", "--no-wait",
                 "--hub-port", str(free_port()), "--space-port", str(free_port())]
         start = time.perf_counter()
         result = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
@@ -69,7 +69,7 @@ def main() -> int:
         "load_average_1min_before": round(load_before, 2),
         "hardware": hardware(),
         "versions": library_versions(),
-        "command": "make demo (python -m hub demo --no-wait)",
+        "command": "make demo (python -m offline demo --no-wait)",
     }
     write_json_atomic(RESULT, record)
     print(json.dumps({k: record[k] for k in ("seconds", "stages_s", "meets_target", "quality")}, indent=2))

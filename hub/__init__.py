@@ -1,1 +1,4 @@
-"""Everything that talks to the Hugging Face Hub: publishing, cards, Space deploy, and the local Hub server."""
+"""Publishing to the Hugging Face Hub: the dataset, every experiment's adapter, cards, and the Space.
+
+The local Hub stand-in and the demo live in `offline/`.
+"""

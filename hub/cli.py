@@ -1,13 +1,14 @@
-"""`python -m hub <command>`: publish to the Hub, deploy the Space, or serve the local Hub stand-in."""
+"""`python -m hub <command>`: publish to the Hub or deploy the Space."""
 from __future__ import annotations
 
 from common import cli
 
 COMMANDS = {
-    "serve": ("hub.server", "run the local, offline stand-in for the Hugging Face Hub API"),
     "push": ("hub.publish", "publish the dataset, every experiment's adapter and model cards"),
     "deploy-space": ("hub.space_deploy", "create or update the Gradio Space and pin the best adapter"),
-    "demo": ("hub.demo", "the whole product offline: data, training, evaluation, local Hub, Space"),
+    # Aliases kept from before the offline Hub and the demo moved to their own package: `python -m offline`.
+    "serve": ("offline.server", "alias of `python -m offline serve` (the local stand-in for the Hub API)"),
+    "demo": ("offline.demo", "alias of `python -m offline demo` (the whole product offline)"),
 }
 
 

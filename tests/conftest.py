@@ -79,7 +79,7 @@ def sample_flashcards() -> Path:
     return SAMPLE_PATH
 
 
-# ---- local Hub server (hub/server) -------------------------------------------------------
+# ---- local Hub server (offline/server) -------------------------------------------------------
 class LocalHub:
     """The session's local Hub server: where it listens, its data, and a token per role."""
 
@@ -102,7 +102,7 @@ class LocalHub:
 @pytest.fixture(scope="session")
 def hub_server(tmp_path_factory):
     """The local Hub server on HUB_PORT (where HF_ENDPOINT points) with a temporary data dir."""
-    from hub.server import ensure_token, start_in_thread
+    from offline.server import ensure_token, start_in_thread
 
     data_dir = tmp_path_factory.mktemp("hub-data")
     handle = start_in_thread(data_dir, port=HUB_PORT, faults=True)  # test_faults injects Hub faults

@@ -1,4 +1,4 @@
-"""Running `python -m hub demo` in a throwaway copy of the repo, so a test or benchmark never
+"""Running `python -m offline demo` in a throwaway copy of the repo, so a test or benchmark never
 touches the developer's own artifacts/ folder."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_TREE = ("common", "training", "hub", "space", "configs")
+DEMO_TREE = ("common", "training", "hub", "offline", "space", "configs")
 
 
 def copy_repo(dest: Path) -> Path:

@@ -80,7 +80,7 @@ def digests(*paths: Path) -> dict[str, str]:
 
 def add_token(data_dir: Path, token: str, user: str, role: str = "write") -> str:
     """Register a token of our choosing (ensure_token makes random ones) in the server's tokens.json."""
-    from hub.server import auth
+    from offline.server import auth
     from common.atomic import write_json_atomic
 
     with auth._lock:
@@ -165,7 +165,7 @@ def server_log():
     lines: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(record.getMessage())
-    logger = logging.getLogger("hub.server")
+    logger = logging.getLogger("offline.server")
     level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)

@@ -29,7 +29,7 @@ def demo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "demo", "--hub-port", str(hub_port), "--space-port", str(space_port)],
+            [sys.executable, "-m", "offline", "demo", "--hub-port", str(hub_port), "--space-port", str(space_port)],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     deadline = time.monotonic() + 900

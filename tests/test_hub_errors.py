@@ -306,7 +306,7 @@ def test_verification_that_cannot_reach_the_hub_is_one_line_naming_the_revision(
 
 
 def test_demo_base_upload_fails_in_one_line(hub_server, quick_clock, monkeypatch):
-    from hub import demo
+    from offline import demo
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # upload_base exports the demo's Hub environment
     with refused(monkeypatch, hub_server), pytest.raises(HubError) as caught:

@@ -11,10 +11,12 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -34,8 +36,8 @@ from huggingface_hub import (
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RevisionNotFoundError
 from huggingface_hub.utils.sha import git_hash
 
-from hub.server import ensure_token, start_in_thread
-from hub.server.metadata import HUB_LICENSES
+from offline.server import ensure_token, start_in_thread
+from offline.server.metadata import HUB_LICENSES
 from reliability_support import REPO_ROOT
 from space_support import free_port
 
@@ -103,7 +105,7 @@ def test_a_blob_whose_bytes_changed_on_disk_is_not_served(api, hub_server, path,
     assert Path(hf_hub_download(repo_id, path, cache_dir=tmp_path / "a")).read_bytes() == data
     blob = _blob_file(hub_server, hashlib.sha256(data).hexdigest())
     _flip_bytes(blob)
-    with caplog.at_level(logging.ERROR, logger="hub.server"), pytest.raises(HfHubHTTPError) as err:
+    with caplog.at_level(logging.ERROR, logger="offline.server"), pytest.raises(HfHubHTTPError) as err:
         hf_hub_download(repo_id, path, cache_dir=tmp_path / "b")
     assert err.value.response.status_code == 500
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -135,6 +137,27 @@ def test_an_lfs_upload_must_have_its_declared_size(hub_server, repo, declared):
     answer = requests.put(href, data=data)
     _assert_hub_error(answer, 413 if declared < len(data) else 400)
     assert not _blob_file(hub_server, oid).exists()
+
+
+@pytest.mark.parametrize("size, writes", [(4_000, 1), (400_000, 40)])
+def test_a_chunked_lfs_upload_past_its_declared_size_is_refused_mid_body(hub_server, repo, size, writes):
+    """No Content-Length to refuse up front: the server stops past the declared size, drains the rest
+    and answers 413, whether the body arrives whole (one small write) or spread out."""
+    data = os.urandom(size)
+    oid = hashlib.sha256(data).hexdigest()
+    href = _batch(hub_server, repo, oid, 1000).json()["objects"][0]["actions"]["upload"]["href"]
+    step = size // 10
+    body = b"".join(b"%x\r\n%s\r\n" % (step, data[i:i + step]) for i in range(0, size, step)) + b"0\r\n\r\n"
+    request = (f"PUT {urlsplit(href).path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+               "Connection: close\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", hub_server.handle.port), timeout=30) as conn:
+        for i in range(0, len(request), len(request) // writes + 1):
+            conn.sendall(request[i:i + len(request) // writes + 1])
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.split()[1] == b"413" and b'"error"' in rest and b"x-error-message" in rest.lower()
+    assert not _blob_file(hub_server, oid).exists()
+    assert not list(_blob_file(hub_server, oid).parent.glob(".upload-*"))  # no half-written upload left
 
 
 def test_an_lfs_commit_declaring_another_size_is_refused(api, hub_server, repo):
@@ -194,7 +217,7 @@ class _Sized:
 
 def test_oversized_and_anonymous_bodies_do_not_grow_the_server(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--dir", str(tmp_path), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "offline", "serve", "--dir", str(tmp_path), "--port", str(port),
                              "--user", "big"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -212,7 +235,7 @@ def test_oversized_and_anonymous_bodies_do_not_grow_the_server(tmp_path):
     _assert_hub_error(anonymous, 401)
     _assert_hub_error(declared, 413)
     assert growth_mb < 40, f"the server grew by {growth_mb:.0f} MB for 600 MB of refused bodies"
-    assert faults.status_code == 404  # `hub serve` without --faults has no fault injection
+    assert faults.status_code == 404  # `offline serve` without --faults has no fault injection
 
 
 def _wait_for_server(data_dir: Path, url: str) -> str:
@@ -274,7 +297,7 @@ MALFORMED = {
 def test_a_malformed_body_gets_400_in_the_hubs_shape(hub_server, repo, case, caplog):
     method, path, body = MALFORMED[case]
     content_type = "application/x-ndjson" if "/commit/" in path else "application/json"
-    with caplog.at_level(logging.INFO, logger="hub.server"):
+    with caplog.at_level(logging.INFO, logger="offline.server"):
         answer = requests.request(method, hub_server.url + path.format(repo=repo), data=body.encode(),
                                   headers={**_auth(hub_server.write_token), "Content-Type": content_type})
     _assert_hub_error(answer, 400)
@@ -443,6 +466,20 @@ def test_cards_like_this_projects_validate(hub_server):
     data = DatasetCardData(license="cc-by-4.0", language=["en"], task_categories=["question-answering"],
                            source_datasets=["medalpaca/medical_meadow_medical_flashcards"], tags=["medical"])
     DatasetCard(f"---\n{data.to_yaml()}\n---\n# data\n").validate()
+
+
+def test_a_card_with_windows_line_ends_is_read_and_checked_as_the_hub_does(api, hub_server):
+    """The front matter is found by huggingface_hub's REGEX_YAML_BLOCK (the Hub's own), CRLF included."""
+    repo_id = hub_server.repo_id("crlf")
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"---\r\nlicense: mit\r\ntags:\r\n- medical\r\n---\r\n# card\r\n",
+                    path_in_repo="README.md", repo_id=repo_id)
+    info = api.model_info(repo_id)
+    assert (info.card_data.license, info.card_data.tags) == ("mit", ["medical"])
+    assert {"medical", "license:mit"} <= set(info.tags)
+    answer = _raw_commit(hub_server, repo_id, [_file_line("README.md", b"---\r\nlicense: apache2\r\n---\r\n# x\r\n")])
+    _assert_hub_error(answer, 400)
+    assert '"license" must be one of' in answer.json()["error"]
 
 
 # ---- fidelity: revisions, gating, tags -------------------------------------------------------

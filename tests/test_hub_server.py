@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, get_session, paginate
 
-from hub.server import ensure_token, start_in_thread
+from offline.server import ensure_token, start_in_thread
 
 
 @pytest.fixture
@@ -208,6 +209,26 @@ def test_restart_loses_nothing(tmp_path):
         handle.close()
 
 
+def test_a_server_started_in_process_on_any_port_can_be_named_by_hf_endpoint_afterwards(tmp_path):
+    """huggingface_hub reads HF_ENDPOINT once, when first imported: starting the server must not import it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os
+from offline.server import ensure_token, start_in_thread
+handle = start_in_thread({str(tmp_path)!r})
+os.environ.update(HF_ENDPOINT=handle.url, HF_TOKEN=ensure_token({str(tmp_path)!r}, "late", "write"))
+from huggingface_hub import HfApi
+print(HfApi().whoami()["name"])
+handle.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "HF_ENDPOINT"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "late", done.stderr[-2000:]
+
+
 def test_injected_503_on_preupload_is_retried_and_upload_completes(api, hub_server):
     repo = hub_server.repo_id("faults")
     api.create_repo(repo)
@@ -225,7 +246,7 @@ def test_injected_503_on_preupload_is_retried_and_upload_completes(api, hub_serv
 
 
 def test_tokens_never_appear_in_the_request_log(api, hub_server, caplog):
-    with caplog.at_level(logging.INFO, logger="hub.server"):
+    with caplog.at_level(logging.INFO, logger="offline.server"):
         api.create_repo(hub_server.repo_id())
     assert any("/api/repos/create 200" in r.getMessage() for r in caplog.records)
     assert not any(hub_server.write_token in r.getMessage() for r in caplog.records)
@@ -302,7 +323,7 @@ def test_lora_adapter_on_a_branch_loads_with_peft(api, hub_server, tiny_base, tm
 
 
 def test_a_failed_commit_leaves_the_branch_and_history_unchanged(tmp_path):
-    from hub.server.storage import Store, StoreError
+    from offline.server.storage import Store, StoreError
 
     store = Store(tmp_path)
     assert store.create_repo("model", "alice/atomic", {"private": False})
@@ -343,3 +364,20 @@ def test_serve_command_answers_and_keeps_tokens_out_of_its_output(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "GET /api/whoami-v2 200" in output and token not in output
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_hub_serve_and_demo_are_aliases_of_the_offline_commands(command, capsys):
+    """`python -m hub serve|demo` (from before the move to offline/) take the options of `python -m offline ...`."""
+    import re
+
+    import hub.cli
+    import offline.cli
+
+    options = []
+    for cli in (hub.cli, offline.cli):
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+        options.append(sorted(set(re.findall(r"--[\w-]+", capsys.readouterr().out))))
+    assert options[0] == options[1] and {"serve": "--port", "demo": "--hub-port"}[command] in options[0]

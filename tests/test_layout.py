@@ -14,7 +14,7 @@ from training.config import EvalConfig, ExperimentConfig, dump
 from training.layout import BASE, DERIVED_KEYS, EvalRoot, RunDir, RunsDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SOURCE_FOLDERS = ("common", "training", "hub", "bench", "space")
+SOURCE_FOLDERS = ("common", "training", "hub", "offline", "bench", "space")
 
 
 def trained_run(runs: Path, name: str, base: str = "tester/base", **files) -> RunDir:

@@ -9,8 +9,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "training", "hub")  # space/ has its own requirements.txt (the Space build's)
-PROJECT = {"common", "training", "hub", "space", "bench", "__future__"}
+PACKAGES = ("common", "training", "hub", "offline")  # space/ has its own requirements.txt (the Space build's)
+PROJECT = {"common", "training", "hub", "offline", "space", "bench", "__future__"}
 # llama.cpp's converter package, unpacked from the llama-cpp-python source package that
 # requirements-llama-cpp.txt pins (training/export_runtime.py), not installed from an index
 VENDORED = {"conversion"}

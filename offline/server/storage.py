@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # The client's own definition of a file's git blob id, so both sides agree by construction.
 from huggingface_hub.utils.sha import git_hash
@@ -124,6 +124,15 @@ class Store:
 
     def save_meta(self, repo_type: str, repo_id: str, meta: dict) -> None:
         write_json_atomic(self.repo_dir(repo_type, repo_id) / "repo.json", meta)
+
+    def update_meta(self, repo_type: str, repo_id: str, change: Callable[[dict], object]) -> dict:
+        """Apply `change` to the repo's settings and save them, under the repo's lock (nothing is
+        saved when `change` raises); return the new settings."""
+        with self.lock(repo_type, repo_id):
+            meta = self.repo_meta(repo_type, repo_id)
+            change(meta)
+            self.save_meta(repo_type, repo_id, meta)
+        return meta
 
     def create_repo(self, repo_type: str, repo_id: str, meta: dict) -> bool:
         """Create a repo with an initial commit holding .gitattributes; False if it exists."""

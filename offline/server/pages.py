@@ -1,9 +1,10 @@
-"""What the server sends to browsers: card pages, and user files made inert.
+"""Pages: what the server sends to browsers, `/<repo>/blob/<rev>/<path>`.
 
-A card page (`/<repo>/blob/<rev>/README.md`) is Markdown rendered with raw HTML off and only
+A card page (`.../blob/<rev>/README.md`) is Markdown rendered with raw HTML off and only
 http(s), mailto and relative links kept, under a Content-Security-Policy that runs no script.
-Any other committed file is served inert: `nosniff`, `Content-Security-Policy: sandbox`, and
-`Content-Disposition: attachment` for types a browser would run (HTML, SVG, XML, JS).
+Any other committed file (here and from `/resolve/`) is served inert: `nosniff`,
+`Content-Security-Policy: sandbox`, and `Content-Disposition: attachment` for types a browser
+would run (HTML, SVG, XML, JS).
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import PurePosixPath
 from urllib.parse import quote, unquote
 
 from markdown_it import MarkdownIt
+from starlette.responses import Response
 
-from hub.server.metadata import split_card
+from offline.server.calls import Call, Repo
+from offline.server.metadata import split_card
 
 SAFE_SCHEMES = ("http", "https", "mailto")
 # Types a browser executes or renders as a document: never shown inline.
@@ -44,6 +47,23 @@ def _markdown() -> MarkdownIt:
 
 
 _MD = _markdown()
+
+
+def blob(call: Call, repo: Repo, location: list[str]) -> Response:
+    """A page for people: Markdown (model cards) rendered as HTML, other files as they are.
+
+    Relative links in a card (its plots) resolve to sibling blob URLs, so images show.
+    """
+    resolved, path, entry = call.file_at(repo, location)
+    if path != "README.md":  # a gated repo's card is public, as on the Hub; its files are not
+        call.downloadable(repo.type, repo.id)
+    call.check_intact(entry, repo, path)
+    data = call.store.blob_path(entry["sha256"]).read_bytes()
+    if not path.endswith(".md"):
+        return Response(data, 200, {"X-Repo-Commit": resolved.commit_id, **user_file_headers(path)},
+                        user_file_type(path))
+    page = card_page(f"{repo.id} @ {resolved.commit_id[:10]} : {path}", data)
+    return Response(page, 200, {"X-Repo-Commit": resolved.commit_id, **card_page_headers()}, "text/html; charset=utf-8")
 
 
 def card_page(title: str, card: bytes) -> bytes:

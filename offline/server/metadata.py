@@ -30,20 +30,31 @@ HUB_LICENSES = (
 LICENSE_MESSAGE = '"{field}" must be one of [' + ", ".join(HUB_LICENSES) + ", array]"
 # A Hub repo id: `name` or `namespace/name` (what huggingface_hub's validate_repo_id accepts).
 _REPO_ID = re.compile(r"^(?:[\w.-]{1,96}/)?[\w.-]{1,96}$")
-_FRONT_MATTER = re.compile(r"^\s*---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", re.S)
+
+
+# huggingface_hub.repocard is imported where it is used: importing it reads HF_ENDPOINT (once, for the
+# whole process), and a caller that starts this server on port 0 in-process sets HF_ENDPOINT afterwards.
 
 
 def split_card(text: str) -> tuple[str | None, str]:
-    """(the YAML between the leading `---` lines or None, the Markdown after it)."""
-    match = _FRONT_MATTER.match(text)
-    return (match.group(1), text[match.end():]) if match else (None, text)
+    """(the YAML block or None, the Markdown after it), split by huggingface_hub's REGEX_YAML_BLOCK:
+    the library keeps it the same as the Hub server's own."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    match = REGEX_YAML_BLOCK.search(text)
+    return (match.group(2), text[match.end():]) if match else (None, text)
 
 
 def front_matter(text: str) -> dict | None:
-    """The metadata of a card as a mapping; None when absent or not a mapping (raises yaml.YAMLError)."""
-    block, _ = split_card(text)
-    data = yaml.safe_load(block) if block else None
-    return data if isinstance(data, dict) else None
+    """A card's metadata as the client reads it (`RepoCard`); None when absent or not a valid mapping."""
+    from huggingface_hub.repocard import RepoCard
+
+    if split_card(text)[0] is None:  # RepoCard would log a warning for each card without metadata
+        return None
+    try:
+        return RepoCard(text, ignore_metadata_errors=True).data.to_dict()
+    except (ValueError, TypeError, yaml.YAMLError):  # not a mapping, keys that are no names, broken YAML
+        return None
 
 
 def card_errors(text: str, repo_type: str) -> list[str]:

@@ -124,14 +124,14 @@ def run_pipeline(demo: Demo) -> None:
 
 def publish(demo: Demo) -> dict[str, str]:
     from hub.config import load_hub_config
-    from hub.server import ensure_token
+    from offline.server import ensure_token
 
     hub_dir = demo.workdir / "hub"
     token = ensure_token(hub_dir, DEMO_USER, "write")
     env = hub_env(demo, token)
     demo.start(
         "start the local Hub server",
-        [sys.executable, "-m", "hub", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
+        [sys.executable, "-m", "offline", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
         env, REPO_ROOT, f"{demo.hub_url}/api/whoami-v2", timeout=30,
     )
     upload_base(env, load_hub_config(DEMO_CONFIG_DIR).base_model_repo)
