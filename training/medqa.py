@@ -188,21 +188,23 @@ def score_questions(model, tokenizer, questions: Sequence[dict], system_prompt: 
 def letter_log_likelihoods(model, tokenizer, contexts: Sequence[str], batch_size: int) -> list[dict[str, float]]:
     """Per harness prompt, the summed log-likelihood of each choice (" A" .. " D") as the harness splits it.
 
-    Where every choice is one token after the same context tokens (so for every question with the tokenizers
-    here), the four come from one forward pass's next-token log-probabilities; any other prompt has each
-    choice scored as a continuation, four passes (training.generation.completion_log_likelihoods).
+    Where each choice is one token after the context's own tokens (harness_split's encoding: tok(context +
+    choice) is tok(context) and one more token; so for every question with the tokenizers here), the four come
+    from one forward pass's next-token log-probabilities; any other prompt (one ending in spaces, which the
+    harness moves into the choice, or a choice of several tokens) has each choice scored as a continuation,
+    four passes (training.generation.completion_log_likelihoods).
     """
     from training.generation import completion_log_likelihoods, next_token_log_probs
 
     continuations = [HARNESS_DELIMITER + choice for choice in HARNESS_CHOICES]
     one_pass, rows, candidates, others = [], [], [], []
     for i, context in enumerate(contexts):
-        splits = [harness_split(tokenizer, context, continuation) for continuation in continuations]
-        prefix = splits[0][0][:splits[0][1]]
-        if all(len(ids) == start + 1 and ids[:start] == prefix for ids, start in splits):
+        context_ids = tokenizer(context)["input_ids"]
+        wholes = [tokenizer(context + continuation)["input_ids"] for continuation in continuations]
+        if context == context.rstrip() and all(whole[:-1] == context_ids for whole in wholes):
             one_pass.append(i)
-            rows.append(prefix)
-            candidates.append([ids[-1] for ids, _ in splits])
+            rows.append(context_ids)
+            candidates.append([whole[-1] for whole in wholes])
         else:
             others.append(i)
     results: list[dict[str, float]] = [{}] * len(contexts)
