@@ -4,15 +4,15 @@ The real base is SmolLM2-135M-Instruct (`python -m training build-real-base`); t
 flashcards in ../shared/data. Everything runs through the project's CLIs (bench/quality_runs.py).
 
     .venv/bin/python bench/bench_quality.py --setting cpu      # 600 flashcards, exp1 40 steps: ~15 min on 2 cores
-    python3 bench/bench_quality.py --setting h200 --base DIR   # all 3,362 flashcards, exp1-3, MedQA on all 1,273
+    python3 bench/bench_quality.py --setting gpu --base DIR    # all 3,362 flashcards, exp1-3, MedQA on all 1,273
 
-Writes bench/results/<date>-quality-<cpu|h200>.json: the per-model comparison, each run's loss curve
-and a `summary` block (base vs the best adapter, paired ROUGE-L interval, wall seconds).
+Writes <out>/<date>-<gpu>-quality.json (the GPU's name from torch, "cpu" without one): the per-model
+comparison, each run's loss curve and a `summary` block (base vs the best adapter, paired ROUGE-L
+interval, wall seconds).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -21,6 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import result_path  # noqa: E402
 from bench.quality_runs import (  # noqa: E402
     FLASHCARDS, MEDQA, Run, base_record, evaluate, prepare, run_metrics, summary_block, train,
 )
@@ -34,7 +35,7 @@ SETTINGS = {
         "max_steps": 40, "learning_rate": 1e-3, "max_seq_length": 256, "eval_steps": 10, "save_steps": 40,
         "generation.max_new_tokens": 96})], medqa=False, concurrency=1),
     # The seed experiments as shipped (bf16 LoRA: bitsandbytes is not on the benchmark machine).
-    "h200": dict(max_examples="all", runs=[Run(n, n, {"quantization": "none"}) for n in ("exp1", "exp2", "exp3")],
+    "gpu": dict(max_examples="all", runs=[Run(n, n, {"quantization": "none"}) for n in ("exp1", "exp2", "exp3")],
                  medqa=True, concurrency=3),
 }
 
@@ -46,11 +47,11 @@ def main(argv=None) -> int:
     parser.add_argument("--flashcards", type=Path, default=FLASHCARDS)
     parser.add_argument("--medqa", type=Path, default=MEDQA)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "artifacts" / "bench-quality")
-    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>-quality-<setting>.json)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results",
+                        help="folder of the results file, <date>-<gpu>-quality.json")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     work, logs = args.work / args.setting, args.work / args.setting / "logs"
-    out = args.out or REPO_ROOT / "bench" / "results" / f"{datetime.date.today()}-quality-{args.setting}.json"
 
     start = time.perf_counter()
     data = prepare(work, args.base, args.flashcards, setting["max_examples"], logs)
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
                    "base": base_record(args.base)},
         "hardware": hardware(), "versions": library_versions(),
     }
-    write_json_atomic(out, record)
+    write_json_atomic(result_path(args.out, "quality"), record)
     print(json.dumps(record["summary"], indent=2))
     return 0
 

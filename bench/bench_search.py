@@ -20,9 +20,7 @@ Writes <out>/<date>-<gpu>-search.json (the GPU's name from torch) and the study'
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import re
 import shutil
 import sys
 import time
@@ -33,6 +31,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import result_path  # noqa: E402
 from bench.quality_runs import FLASHCARDS, Run, base_record, cli, paired_difference, prepare, train  # noqa: E402
 from common.atomic import write_json_atomic  # noqa: E402
 from training.layout import EvalRoot, RunsDir  # noqa: E402
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
     }
     record["targets"] = targets(record)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{datetime.date.today()}-{gpu_slug()}-search.json"
+    path = result_path(args.out, "search")
     write_json_atomic(path, record)
     shutil.copyfile(folder / "loss_vs_train_seconds.png", path.with_suffix(".png"))
     print(json.dumps({k: record[k] for k in ("trials", "pruned", "failed", "wall_s", "best", "exp1",
@@ -156,17 +155,6 @@ def targets(record: dict) -> dict:
             "study_within_9_min": record["wall_s"] <= 540,
             "best_loss_below_exp1": record["best"]["final_eval_loss"] < record["exp1"]["final_eval_loss"],
             "rougeL_not_lower_beyond_interval": paired["ci_high"] >= 0}
-
-
-def gpu_slug() -> str:
-    """The GPU's short name from torch ("NVIDIA H100 80GB HBM3" -> h100), "cpu" without one."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    name = torch.cuda.get_device_name(0)
-    found = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
-    return (found.group(1) if found else re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")).lower()
 
 
 if __name__ == "__main__":

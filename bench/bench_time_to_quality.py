@@ -16,7 +16,6 @@ re-times the chosen default and the reference's first steps alone, for the headl
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import gpu_slug, result_path  # noqa: E402
 from bench.quality_runs import (  # noqa: E402
     FLASHCARDS, MEDQA, Run, base_record, evaluate, paired_difference, prepare, run_metrics, time_to_loss, train,
 )
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         "hardware": hardware(), "versions": library_versions(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{datetime.date.today()}-h200-time-to-quality-grid.json"
+    path = result_path(args.out, "time-to-quality-grid")
     write_json_atomic(path, record)
     plot(runs, target, path.with_suffix(".png"))
     print(json.dumps({n: {k: r.get(k) for k in ("final_eval_loss", "time_to_reference_loss_s", "train_seconds",
@@ -119,7 +119,7 @@ def plot(runs: dict, target: float, path: Path) -> None:
     ax.set_xlim(left=0)
     ax.set_xlabel("training seconds (validation excluded)")
     ax.set_ylabel("validation loss")
-    ax.set_title("exp1 on SmolLM2-135M-Instruct, one H200: validation loss against time")
+    ax.set_title(f"exp1 on SmolLM2-135M-Instruct, one {gpu_slug().upper()}: validation loss against time")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

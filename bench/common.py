@@ -8,9 +8,11 @@ project's modules that need neither: chat formatting, the model builder, the pac
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -136,6 +138,22 @@ def environment() -> dict:
         info["gpus"] = torch.cuda.device_count()
     info["cpus"] = os.cpu_count()
     return info
+
+
+def gpu_slug() -> str:
+    """The short name of the GPU this process runs on, from torch ("NVIDIA H100 80GB HBM3" -> "h100",
+    "NVIDIA H200" -> "h200"); "cpu" without one."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name(0)
+    found = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", name)
+    return (found.group(1) if found else re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")).lower()
+
+
+def result_path(folder: Path, what: str, suffix: str = ".json") -> Path:
+    """Where a benchmark writes its result: `<folder>/<date>-<gpu>-<what><suffix>`, the machine named by
+    the device torch runs on (never by the script), so a file says which GPU produced it."""
+    return Path(folder) / f"{datetime.date.today()}-{gpu_slug()}-{what}{suffix}"
 
 
 def synchronize(device: torch.device) -> None:

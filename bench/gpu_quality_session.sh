@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The real-weight GPU session behind bench/results/*-quality-h200.json and *-h200-time-to-quality*.json,
-# on one H200 whose python has torch/transformers/peft/accelerate but not our other packages.
+# The real-weight GPU session behind bench/results/<date>-<gpu>-quality.json and <date>-<gpu>-time-to-quality*.json
+# (the GPU named from torch), on one GPU whose python has torch/transformers/peft/accelerate but not our other
+# packages.
 # The GGUF of the real base (98 MB) is larger than one device call carries (64 MiB), so it travels in
 # three parts in three back-to-back calls to the same warm machine:
 #   PART=1  wheels (.whl/: transformers 5.24, trl, datasets + dill/multiprocess/fsspec, peft, pydantic
@@ -41,8 +42,8 @@ case ${PART:?} in
   grep -E "^[a-z0-9_]+: " $S/sft.log | tail -3
   setsid bash -c "python3 bench/bench_time_to_quality.py --base $S/real-base --flashcards $D/medical_flashcards_test_3396.json \
       --work $S/ttq --out $S/results --concurrency ${TTQ_CONCURRENCY:-4} > $S/ttq.log 2>&1; echo \$? > $S/ttq.rc" &
-  setsid bash -c "python3 bench/bench_quality.py --setting h200 --base $S/real-base --flashcards $D/medical_flashcards_test_3396.json \
-      --medqa $D/medqa_usmle_4options_test.jsonl --work $S/quality --out $S/results/quality-h200.json > $S/quality.log 2>&1; \
+  setsid bash -c "python3 bench/bench_quality.py --setting gpu --base $S/real-base --flashcards $D/medical_flashcards_test_3396.json \
+      --medqa $D/medqa_usmle_4options_test.jsonl --work $S/quality --out $S/results > $S/quality.log 2>&1; \
       echo \$? > $S/quality.rc" &
   sleep ${WAIT_S:-420}
   tail -n 4 $S/ttq.log $S/quality.log

@@ -6,6 +6,7 @@ pushes), so pushing the same artifacts twice renders the same bytes and makes no
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from common.hub_ids import is_hub_id
 from hub.artifacts import Experiment, Inputs
 from training import metric_registry as registry
 from training.config import MEDQA_ID
+from training.layout import BASE
 
 TEMPLATES = Path(__file__).parent / "templates"
 HUB_URL = "https://huggingface.co"
@@ -137,7 +139,7 @@ def eval_results(exp: Experiment, where: Where) -> list:
     medqa = metrics.get("medqa_source") or {}
     settings = metrics.get("metric_settings") or {}
     results = []
-    for metric in registry.present(metrics):
+    for metric in (m for m in registry.present(metrics) if m.index_type):
         is_medqa = metric.population is registry.MEDQA
         from_hub = medqa.get("type") == "hub" and is_hub_id(str(medqa.get("id")))
         results.append(EvalResult(
@@ -156,9 +158,11 @@ def eval_results(exp: Experiment, where: Where) -> list:
     return results
 
 
-def hyperparameter_rows(config, plan: dict | None = None) -> list[tuple[str, str, str]]:
+def hyperparameter_rows(config, plan: dict | None = None,
+                        base: tuple[str, str | None] | None = None) -> list[tuple[str, str, str]]:
     """(setting, value, what it means) for every ExperimentConfig field, from the config model itself; where the
-    run's plan (provenance.json `plan`, training/plan.py) resolved a setting for its GPU, `configured → used`."""
+    run's plan (provenance.json `plan`, training/plan.py) resolved a setting for its GPU, `configured → used`;
+    with `base`, the base model as published (Where.base_model), as the front matter names it."""
     from training.config import field_rows
 
     def cell(text: str) -> str:  # one Markdown table cell
@@ -167,6 +171,10 @@ def hyperparameter_rows(config, plan: dict | None = None) -> list[tuple[str, str
     def shown(value) -> str:
         return str(value) if isinstance(value, (str, Path)) else json.dumps(value)
 
+    trained_on = config.base_model
+    if base and base != (config.base_model, config.base_revision):
+        config = config.model_copy(update={"base_model": base[0], "base_revision": base[1]})
+    notes = {"base_model": f" (trained on a local copy, `{trained_on}`)"} if config.base_model != trained_on else {}
     used = {} if not plan else {
         **{name: str(plan[name]) for name in ("eval_steps", "save_steps", "logging_steps", "precision",
                                                "quantization")},
@@ -181,7 +189,61 @@ def hyperparameter_rows(config, plan: dict | None = None) -> list[tuple[str, str
         text = shown(value)
         if name in used and used[name] != text:
             text += f" → {used[name]}"
-        rows.append((name, cell(text), cell(description)))
+        rows.append((name, cell(text), cell(description + notes.get(name, ""))))
+    return rows
+
+
+def parameters_text(count: int | None) -> str | None:
+    """134,515,008 -> "135M", 1,100,048,384 -> "1.1B": the base's size as the card states it."""
+    if not count:
+        return None
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            value = count / size
+            return f"{value:.1f}{unit}" if value < 10 and unit == "B" else f"{value:.0f}{unit}"
+    return str(count)
+
+
+def base_parameters(exp: Experiment, inputs: Inputs) -> int | None:
+    """The base's parameter count, as evaluation counted it when it loaded the model."""
+    for metrics in (exp.eval_metrics, inputs.base_eval):
+        count = ((metrics or {}).get("base_model") or {}).get("parameters")
+        if count:
+            return int(count)
+    return None
+
+
+# Every ASCII punctuation character: CommonMark lets each be backslash-escaped, so escaping them all leaves no
+# Markdown syntax (HTML, links, images, emphasis, code, table borders, entities) in the text.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def inert(text: str | None, missing: str = "–") -> str:
+    """Model or data text as one Markdown table cell that renders as exactly that text and nothing else:
+    punctuation escaped, line breaks as spaces (a cell is one line); `missing` where there is none."""
+    if text is None:
+        return missing
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.split())) or "_(empty answer)_"
+
+
+def example_rows(exp: Experiment, inputs: Inputs) -> list[dict[str, str]]:
+    """The card's example answers (training.example_answers): base and this experiment side by side, every
+    text made inert."""
+    from training.example_answers import side_by_side
+
+    if exp.eval_metrics is None:
+        return []
+    rows = []
+    for example in side_by_side(exp.eval, inputs.evaluation.model(BASE), exp.eval_metrics.get("examples")):
+        if example.id is None:
+            why = "An example question, not from the test split, so there is no reference answer."
+        else:
+            base = f"; base {example.base_score:.3f}" if example.base_score is not None else ""
+            why = (f"Test question `{example.id}`: the fine-tuned model's {example.rank} ROUGE-L on the test split "
+                   f"({example.score:.3f}{base}).")
+        rows.append({"question": inert(example.question), "why": why,
+                     "reference": inert(example.reference, "– (none)"), "base": inert(example.base_answer),
+                     "answer": inert(example.answer)})
     return rows
 
 
@@ -298,7 +360,9 @@ def adapter_card(exp: Experiment, inputs: Inputs, where: Where, *, branch: str, 
         notes=evaluation_notes(exp, inputs),
         plots=[{"path": p, "alt": Path(p).stem.replace("_", " ")} for p in plots],
         training=training_summary(exp),
-        hyperparameters=hyperparameter_rows(exp.config, exp.provenance.get("plan")),
+        hyperparameters=hyperparameter_rows(exp.config, exp.provenance.get("plan"), (base_id, base_rev)),
+        base_size=parameters_text(base_parameters(exp, inputs)),
+        examples=example_rows(exp, inputs),
         provenance=provenance_rows(exp, inputs, where),
     )
     check_card(card, ModelCard)

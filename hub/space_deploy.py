@@ -1,10 +1,10 @@
 """`python -m hub deploy-space`: the Gradio Space, pinned to the adapter revision that was verified.
 
-The Space repo holds exactly `space/`; its variables name the base model and the adapter commit
-(the target of the newest `best-<N>` tag, i.e. the last verified promotion of `main`), so the
-Space serves a fixed, tested revision until the next deploy. The Space card's `preload_from_hub`
-names the same commits, so the Space build downloads the weights once (no cold-start download);
-the Hub preloads public repos only, so a private adapter or base is left to the app.
+The Space repo holds exactly `space/`; its variables name the adapter commit (the target of the
+newest `best-<N>` tag, i.e. the last verified promotion of `main`) and the base model at the commit
+its revision resolves to, so the Space serves a fixed, tested pair until the next deploy. The Space
+card's `preload_from_hub` names the same commits, so the Space build downloads the weights once (no
+cold-start download); the Hub preloads public repos only, so a private adapter or base is left to the app.
 """
 from __future__ import annotations
 
@@ -117,9 +117,13 @@ def pinned_variables(api, adapter_repo: str, token: str, config: HubConfig) -> d
     base = provenance.get("base_model") or {}
     base_id, base_revision = published_base(base.get("id"), base.get("revision"),
                                             config.base_model_repo, config.base_model_revision)
+    base_revision = base_revision or "main"
+    if is_hub_id(str(base_id)):  # pinned as the adapter is: a branch that moves later does not move the Space
+        with hub_errors(base_id, base_revision, "cannot resolve the base model", token):
+            base_revision = api.model_info(base_id, revision=base_revision, files_metadata=False).sha
     return {
         "BASE_MODEL": str(base_id),
-        "BASE_REVISION": base_revision or "main",
+        "BASE_REVISION": base_revision,
         "ADAPTER_REPO": adapter_repo,
         "ADAPTER_REVISION": revision,
     }

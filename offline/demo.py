@@ -134,14 +134,17 @@ def publish(demo: Demo) -> dict[str, str]:
         [sys.executable, "-m", "offline", "serve", "--dir", str(hub_dir), "--port", str(demo.hub_port)],
         env, REPO_ROOT, f"{demo.hub_url}/api/whoami-v2", timeout=30,
     )
-    upload_base(env, load_hub_config(DEMO_CONFIG_DIR).base_model_repo)
-    demo.step("push dataset, adapters and cards", "-m", "hub", "push", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
-    demo.step("deploy the Space", "-m", "hub", "deploy-space", "--config-dir", str(DEMO_CONFIG_DIR), env=env)
+    base_commit = upload_base(env, load_hub_config(DEMO_CONFIG_DIR).base_model_repo)
+    # The cards and the Space name the base at the commit just published, as they name the adapter.
+    pinned = ["--config-dir", str(DEMO_CONFIG_DIR), "--set", f"base_model_revision={base_commit}"]
+    demo.step("push dataset, adapters and cards", "-m", "hub", "push", *pinned, env=env)
+    demo.step("deploy the Space", "-m", "hub", "deploy-space", *pinned, env=env)
     return env
 
 
-def upload_base(env: dict[str, str], repo_id: str) -> None:
-    """The runs trained on a local folder; the Space and the cards name it by its Hub id."""
+def upload_base(env: dict[str, str], repo_id: str) -> str:
+    """The runs trained on a local folder; the Space and the cards name it by its Hub id. Returns the commit
+    that holds it."""
     print(f"\n==> upload the base model as {repo_id}", flush=True)
     os.environ.update(env)  # before huggingface_hub is first imported: it reads HF_ENDPOINT once
     from huggingface_hub import HfApi
@@ -150,8 +153,9 @@ def upload_base(env: dict[str, str], repo_id: str) -> None:
     with hub_errors(repo_id, "main", "cannot upload the base model to"):
         api.create_repo(repo_id, exist_ok=True)
         # Unchanged files make no new commit on a rerun (the upload compares hashes).
-        api.upload_folder(repo_id=repo_id, folder_path=REAL_BASE,
-                          commit_message="SmolLM2-135M-Instruct, dequantized from its GGUF (see real_base.json)")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=REAL_BASE,
+                                   commit_message="SmolLM2-135M-Instruct, dequantized from its GGUF (see real_base.json)")
+        return commit.oid
 
 
 def launch_space(demo: Demo, env: dict[str, str]) -> None:

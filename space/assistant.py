@@ -60,6 +60,7 @@ class Assistant:
     contract: ChatContract
     tokenizer: object
     models: dict  # "tuned" and, when comparing, "base"
+    base_sha: str | None = None  # the base's commit, when it came from the Hub
     stats: GenerationStats = field(default_factory=GenerationStats)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 

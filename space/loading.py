@@ -35,14 +35,15 @@ def load_assistant(config: SpaceConfig) -> Assistant:
     if not tokenizer.chat_template:
         raise SpaceConfigError("the adapter's tokenizer files carry no chat template")
     device, dtype = device_and_dtype()
-    base = load_base(config, dtype)
+    base, base_sha = load_base(config, dtype)
     untouched_base = copy.deepcopy(base) if config.compare_with_base else None
     tuned = merged_adapter(base, adapter_dir, config)
     models = {"tuned": tuned} | ({"base": untouched_base} if untouched_base is not None else {})
     for model in models.values():
         model.generation_config.max_length = None  # the contract's max_new_tokens governs
         model.to(device).eval()
-    return register(Assistant(config=config, adapter_sha=sha, contract=contract, tokenizer=tokenizer, models=models))
+    return register(Assistant(config=config, adapter_sha=sha, contract=contract, tokenizer=tokenizer, models=models,
+                              base_sha=base_sha))
 
 
 def device_and_dtype() -> tuple[str, torch.dtype]:
@@ -82,11 +83,20 @@ def download_adapter(repo: str, revision: str) -> tuple[Path, str]:
         ) from None
 
 
-def load_base(config: SpaceConfig, dtype: torch.dtype):
-    """The base model on CPU; a missing repo, folder or revision is a SpaceConfigError."""
+def load_base(config: SpaceConfig, dtype: torch.dtype) -> tuple[torch.nn.Module, str | None]:
+    """The base model on CPU and the commit it was loaded at (None for a local folder), like the adapter's;
+    a missing repo, folder or revision is a SpaceConfigError."""
     name = f"base model {config.base_model} @ {config.base_revision or 'main'}"
     try:
-        return AutoModelForCausalLM.from_pretrained(config.base_model, revision=config.base_revision, dtype=dtype)
+        sha = None if Path(config.base_model).is_dir() else \
+            HfApi().model_info(config.base_model, revision=config.base_revision).sha
+        return AutoModelForCausalLM.from_pretrained(config.base_model, revision=sha, dtype=dtype), sha
+    except RevisionNotFoundError:
+        raise SpaceConfigError(f"{name}: no such revision, or not readable with HF_TOKEN; check BASE_MODEL and "
+                               "BASE_REVISION") from None
+    except RepositoryNotFoundError:
+        raise SpaceConfigError(f"{name}: not found (neither a folder nor a Hub repo), or not readable with HF_TOKEN; "
+                               "check BASE_MODEL and BASE_REVISION") from None
     except HfHubHTTPError as error:
         raise SpaceConfigError(f"{name}: {hub_problem(error)}; check BASE_MODEL and BASE_REVISION") from None
     except (OSError, ValueError) as error:  # transformers reports a missing repo or revision as OSError

@@ -1,5 +1,5 @@
 """The Gradio interface: a streaming chat, a base-vs-fine-tuned comparison, the disclaimer
-and a footer naming the served adapter revision.
+and a footer naming the served adapter and base commits.
 
 Each request is checked once, by request.check_input, before anything reaches the GPU function,
 and triaged once, on the cleaned question; emergency guidance then comes before every answer.
@@ -33,9 +33,11 @@ def with_guidance(guidance: str, answers: Iterator[str]) -> Iterator[str]:
 
 
 def footer(assistant: Assistant) -> str:
-    config, sha = assistant.config, assistant.adapter_sha
-    repo_url = f"{constants.ENDPOINT}/{config.adapter_repo}"
-    base = f"`{config.base_model}`" + (f" @ `{config.base_revision}`" if config.base_revision else "")
+    """The adapter and the base at the commits served, each linked, and the revisions they were asked for."""
+    config, sha, base_sha = assistant.config, assistant.adapter_sha, assistant.base_sha
+    repo_url, base_url = (f"{constants.ENDPOINT}/{repo}" for repo in (config.adapter_repo, config.base_model))
+    base = (f"[{config.base_model} @ {base_sha[:12]}]({base_url}/tree/{base_sha}), requested as "
+            f"`{config.base_revision or 'main'}`" if base_sha else f"`{config.base_model}` (a local folder)")
     return (
         f"Serving adapter [{config.adapter_repo} @ {sha[:12]}]({repo_url}/tree/{sha}) "
         f"([model card]({repo_url}/blob/{sha}/README.md)), requested as `{config.adapter_revision}`, "

@@ -1,6 +1,7 @@
 """`make demo` end to end, on the real base (SmolLM2-135M-Instruct): from a copy of the repo with
 nothing generated, the demo leaves a running Space that streams a real answer to a headless browser
-and to gradio_client, and a model card on the local Hub showing the adapter beating the base."""
+and to gradio_client, and a model card on the local Hub showing the adapter beating the base, with
+example answers, the base's real size and the base at the commit the demo published it at."""
 from __future__ import annotations
 
 import json
@@ -76,6 +77,35 @@ def test_fine_tuned_adapter_beats_base_and_the_card_says_so(demo):
     assert "not" in page.lower() and "medical" in page.lower()  # the disclaimer travels with the card
 
 
+def demo_base_commit(demo) -> tuple[str, str]:
+    """The base the demo published on its local Hub, and the commit holding it."""
+    from huggingface_hub import HfApi
+
+    from hub.config import load_hub_config
+
+    repo = load_hub_config(demo["root"] / "configs" / "demo").base_model_repo
+    return repo, HfApi(endpoint=demo["hub"]).model_info(repo).sha
+
+
+def test_the_card_shows_example_answers_the_base_size_and_the_published_base(demo):
+    from huggingface_hub import ModelCard
+
+    from hub.cards import inert
+    from training.config import README_QUESTIONS
+
+    url = re.search(r"Adapter model card:\s+(\S+)", demo["output"]).group(1)
+    page = urllib.request.urlopen(url, timeout=30).read().decode()
+    text = ModelCard(urllib.request.urlopen(url.replace("/blob/", "/resolve/"), timeout=30).read().decode()).text
+    best = json.loads((demo["root"] / "artifacts/demo/runs/best.json").read_text())["experiment"]
+    assert text.count(f"| reference | base | {best} |") >= 4  # examples, each base beside fine-tuned
+    assert all(f". {inert(question)}**" in text for question in README_QUESTIONS)
+    assert page.count("<th>reference</th>") >= 4 and README_QUESTIONS[0] in page
+    assert "A 135M-parameter model" in text and "1.1B" not in text
+    repo, commit = demo_base_commit(demo)
+    assert f"| `base_model` | `{repo}` |" in text and f"| `base_revision` | `{commit}` |" in text
+    assert f'AutoModelForCausalLM.from_pretrained("{repo}", revision="{commit}")' in text
+
+
 def test_the_demo_space_answers_through_gradio_client(demo):
     from gradio_client import Client
 
@@ -90,9 +120,11 @@ def test_the_demo_space_answers_through_gradio_client(demo):
 def test_the_running_space_answers_in_a_browser(demo):
     from playwright.sync_api import expect
 
+    repo, commit = demo_base_commit(demo)
     with chromium_page(demo["space"]) as page:
         expect(page.locator("#disclaimer")).to_be_visible()
         expect(page.locator("#served-revision")).to_contain_text("demo/")
+        expect(page.locator("#served-revision")).to_contain_text(f"on base model {repo} @ {commit[:12]}")
         box = page.get_by_test_id("textbox").first
         box.fill("What is the first-line treatment for anaphylaxis?")
         asked = time.monotonic()
@@ -102,6 +134,22 @@ def test_the_running_space_answers_in_a_browser(demo):
             text = answer.inner_text() if answer.count() else ""
             time.sleep(0.2)
         assert is_real_answer(text), f"no answer in real words within 30 s on 2 cores: {text!r}"
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_the_card_page_shows_the_example_answers_in_a_browser(demo):
+    from training.config import README_QUESTIONS
+
+    url = re.search(r"Adapter model card:\s+(\S+)", demo["output"]).group(1)
+    with chromium_page(url) as page:
+        tables = page.locator("table").filter(has_text="reference")
+        assert tables.count() >= 4
+        for question in README_QUESTIONS:
+            assert page.get_by_text(question).count() == 1
+        for table in tables.all():
+            reference, base, tuned = table.locator("tbody td").all_inner_texts()
+            assert base.strip() and tuned.strip()  # both answers shown, side by side
 
 
 def test_ctrl_c_stops_the_space_and_the_hub_server(demo):

@@ -218,7 +218,7 @@ def test_evaluate_cli_end_to_end(workspace):
         for name in registry.keys():
             assert metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"], name
             assert metrics["n_per_metric"][name] == (3 if name.startswith("medqa") else 4)
-        for name in [m.key for m in registry.METRICS if m.population is registry.MEDQA]:
+        for name in [m.key for m in registry.METRICS if m.population is registry.MEDQA and m.stderr]:
             assert metrics[name]["stderr"] is not None
         assert "nltk_bleu" not in metrics
         assert metrics["provenance"]["versions"]["sacrebleu"]
@@ -243,6 +243,8 @@ def test_evaluate_cli_end_to_end(workspace):
     assert paired["diff"] == pytest.approx(tuned["perplexity"]["value"] - base["perplexity"]["value"])
     assert paired["ci_low"] <= paired["diff"] <= paired["ci_high"]
 
+    check_example_answers(workspace, out, base, tuned)
+
     records = [json.loads(line) for line in (out / "exp1" / "predictions.jsonl").read_text().splitlines()]
     assert [r["question"] for r in records] == QUESTIONS[:4]
     assert [r["reference"] for r in records] == ANSWERS[:4]
@@ -256,6 +258,31 @@ def test_evaluate_cli_end_to_end(workspace):
     assert set(tuned["paired_vs_base"]) == set(registry.keys())  # same decoding: every metric paired
     assert (out / "plots" / "metrics.png").stat().st_size > 0 and (out / "plots" / "loss_curves.png").stat().st_size > 0
     assert not list(out.glob(".*"))  # no leftover partial folders
+
+
+def check_example_answers(workspace: Path, out: Path, base: dict, tuned: dict) -> None:
+    """The example questions are answered by every model, decoded exactly as its test answers (the adapter's
+    saved settings); the adapter's metrics.json names the test questions its card shows; run.json counts the
+    base's parameters."""
+    from training.config import README_QUESTIONS
+    from training.generation import generate, load_model
+    from training.layout import EvalRoot
+
+    root = EvalRoot(out)
+    for name, metrics in (("base", base), ("exp1", tuned)):
+        adapter = workspace / "runs" / "exp1" / "adapter" if name == "exp1" else None
+        model, tokenizer = load_model(metrics["base_model"]["id"], None, adapter)
+        assert metrics["base_model"]["parameters"] == sum(p.numel() for p in model.parameters())
+        examples = root.model(name).examples()
+        assert [e["question"] for e in examples] == list(README_QUESTIONS)
+        alone = generate(model, tokenizer, [format_prompt(tokenizer, SYSTEM, q) for q in README_QUESTIONS], 1,
+                         ADAPTER_MAX_NEW_TOKENS, sampling={"repetition_penalty": 1.2})
+        assert [e["prediction"] for e in examples] == alone
+    records = root.model("exp1").predictions()
+    ranked = sorted(records, key=lambda r: (-r["scores"]["rougeL"], r["id"]))
+    assert base["examples"] is None and tuned["examples"]["score"] == "rougeL"
+    assert [pick["id"] for pick in tuned["examples"]["test"]] == list(dict.fromkeys(
+        r["id"] for r in (ranked[0], ranked[(len(ranked) - 1) // 2], ranked[-1])))
 
 
 @pytest.mark.slow

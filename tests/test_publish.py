@@ -175,7 +175,7 @@ def test_model_card_metadata_and_model_index_carry_the_metrics(published, pipeli
     evaluated = json.loads((pipeline / "eval" / published.best / "metrics.json").read_text())
     by_type = {r.metric_type: r.metric_value for r in data.eval_results}
     assert set(by_type) == {"bleu", "sentence_bleu", "rouge1", "rouge2", "rougeL", "rougeLsum", "perplexity",
-                            "accuracy", "acc", "acc_norm"}
+                            "accuracy", "acc", "acc_norm", "acc_over_answer_orders", "answer_order_consistency"}
     assert by_type["bleu"] == pytest.approx(evaluated["bleu"]["value"], abs=1e-4)
     assert by_type["accuracy"] == pytest.approx(evaluated["medqa_accuracy"]["value"], abs=1e-4)
     verified = published.refs[-1]["branches"][f"exp/{published.best}"]
@@ -377,7 +377,7 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         assert checked == len(METRICS)  # every metric, MedQA's both methods included
         best_or_branch = published.best if revision == "main" else published.other
         by_name = {r.metric_name: r.metric_value for r in card.data.eval_results}
-        for key, label in ((m.key, m.label) for m in METRICS):
+        for key, label in ((m.key, m.label) for m in METRICS if m.index_type):
             assert by_name[label] == round(summary["models"][best_or_branch][key]["value"], 4), label
         # How many references exceed the decoding cap, from the predictions and the stated max_new_tokens.
         cap = int(re.search(r"max_new_tokens (\d+), repetition_penalty", card.text).group(1))
@@ -386,6 +386,38 @@ def test_every_number_on_the_card_is_recomputed_from_the_pushed_files(published,
         assert f"{over} of {len(records)} reference answers are longer than {cap} tokens" in card.text
         # model-index survives a round trip through huggingface_hub's card data
         assert ModelCardData(**card.data.to_dict()).eval_results == card.data.eval_results
+
+
+@pytest.mark.slow
+def test_every_card_shows_example_answers_from_its_own_eval_files(published, tmp_path):
+    """At least 4 examples on each pushed card, base and fine-tuned side by side, re-derived here from that
+    revision's eval/ files alone: the example questions (examples.jsonl), then the test questions at the
+    adapter's best, median and worst ROUGE-L (predictions.jsonl), each with its reference."""
+    from huggingface_hub import ModelCard, snapshot_download
+
+    from hub.cards import EVAL_FOLDER, inert
+    from training.config import README_QUESTIONS
+    from training.layout import read_jsonl
+
+    for revision, experiment in ((f"exp/{published.other}", published.other),
+                                 (f"exp/{published.best}", published.best), ("main", published.best)):
+        folder = Path(snapshot_download(published.adapter, revision=revision, cache_dir=tmp_path / "cache"))
+        text = ModelCard.load(folder / "README.md").text
+        base, tuned = folder / EVAL_FOLDER / "base", folder / EVAL_FOLDER / experiment
+        base_examples, examples = read_jsonl(base / "examples.jsonl"), read_jsonl(tuned / "examples.jsonl")
+        assert [e["question"] for e in base_examples] == [e["question"] for e in examples] == list(README_QUESTIONS)
+        expected = [(None, b["prediction"], t["prediction"]) for b, t in zip(base_examples, examples)]
+        rows, base_rows = read_jsonl(tuned / "predictions.jsonl"), read_jsonl(base / "predictions.jsonl")
+        ranked = sorted(rows, key=lambda row: (-row["scores"]["rougeL"], row["id"]))
+        chosen = dict.fromkeys(row["id"] for row in (ranked[0], ranked[(len(ranked) - 1) // 2], ranked[-1]))
+        by_id, base_by_id = {row["id"]: row for row in rows}, {row["id"]: row for row in base_rows}
+        expected += [(by_id[i]["reference"], base_by_id[i]["prediction"], by_id[i]["prediction"]) for i in chosen]
+        assert len(expected) >= 4, revision
+        assert text.count(f"| reference | base | {experiment} |") == len(expected), revision
+        for reference, base_answer, answer in expected:
+            assert f"| {inert(reference, '– (none)')} | {inert(base_answer)} | {inert(answer)} |" in text, revision
+        for question in [*README_QUESTIONS, *(by_id[i]["question"] for i in chosen)]:
+            assert f". {inert(question)}**" in text, revision
 
 
 # ---- concurrent pushes ------------------------------------------------------------------------------

@@ -67,3 +67,24 @@ def test_staged_space_card_carries_preload_and_the_hub_reads_it_back(repos, hub_
     # no preload: the key is left out rather than written empty
     bare = stage_space(SPACE_DIR, tmp_path / "bare", variables, "tester/data", [])
     assert "preload_from_hub" not in SpaceCard.load(bare / "README.md").data.to_dict()
+
+
+def test_the_deploy_pins_a_hub_base_to_its_commit(repos, hub_server, tmp_path):
+    """BASE_REVISION is the commit the base's revision resolves to at deploy time, as ADAPTER_REVISION is the
+    verified adapter commit: a branch that moves later does not move the Space."""
+    import json
+
+    from hub.config import HubConfig
+    from hub.space_deploy import pinned_variables
+
+    api, ids = repos
+    adapter = hub_server.repo_id("deploy-pinned")
+    api.create_repo(adapter)
+    provenance = {"base_model": {"id": ids["base"], "revision": "main"}}
+    commit = api.upload_file(path_or_fileobj=json.dumps(provenance).encode(), path_in_repo="provenance.json",
+                             repo_id=adapter).oid
+    api.create_tag(adapter, tag="best-1", revision=commit)
+    variables = pinned_variables(api, adapter, hub_server.write_token, HubConfig())
+    assert variables == {"BASE_MODEL": ids["base"], "BASE_REVISION": api.model_info(ids["base"]).sha,
+                         "ADAPTER_REPO": adapter, "ADAPTER_REVISION": commit}
+

@@ -104,3 +104,25 @@ def test_analytics_are_off_before_gradio_is_imported(private_adapter, hub_server
 
         assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
         assert not gradio.analytics.analytics_enabled() and not app.demo.analytics_enabled
+
+
+@pytest.mark.slow
+def test_footer_names_the_base_commit_served_as_it_names_the_adapters(private_adapter, hub_server, tiny_base):
+    """A Hub base is resolved to its commit and loaded there, and the footer links that commit, as the adapter's."""
+    import requests
+    from huggingface_hub import HfApi, constants
+
+    base = hub_server.repo_id("footer-base")
+    api = HfApi(token=hub_server.write_token)
+    api.create_repo(base)
+    sha = api.upload_folder(repo_id=base, folder_path=tiny_base).oid
+    api.upload_file(path_or_fileobj=b"later", path_in_repo="notes.txt", repo_id=base)  # main moves on
+    variables = {"BASE_MODEL": base, "BASE_REVISION": sha, "ADAPTER_REPO": private_adapter,
+                 "HF_TOKEN": hub_server.read_token}
+    with launched_space(variables) as (app, url):
+        assert app.assistant.base_sha == sha
+        config = requests.get(url + "config", timeout=30).text
+    assert f"[{base} @ {sha[:12]}]({constants.ENDPOINT}/{base}/tree/{sha}), requested as `{sha}`" in config
+    with launched_space(variables | {"BASE_REVISION": "main"}) as (app, url):
+        assert app.assistant.base_sha == api.model_info(base).sha != sha
+

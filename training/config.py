@@ -29,6 +29,10 @@ FLASHCARDS_REVISION = "main"
 MEDQA_ID = "GBaker/MedQA-USMLE-4-options"
 MEDQA_REVISION = "0fb93dd23a7339b6dcd27e241cb9b5eca62d4d18"
 
+# The original project's README showed its result as answers to these two, base against fine-tuned; every
+# model card shows them too (EvalConfig.example_questions), beside test questions chosen by score.
+README_QUESTIONS = ("What are the main symptoms of Type 2 diabetes?", "Explain the mechanism of action of aspirin.")
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful medical assistant. Answer the medical question accurately and concisely. "
     "You do not replace a doctor."
@@ -298,6 +302,11 @@ class EvalConfig(StrictModel):
         "auto", description="score only the first N MedQA questions; auto: all 1,273 on a GPU, the first 200 on a CPU; "
         "None: all"
     )
+    example_questions: list[str] = Field(
+        default_factory=lambda: list(README_QUESTIONS), description="questions outside the test split that every "
+        "model answers (decoded as the test questions are) for the model card's example answers, beside the test "
+        "questions of the adapter's best, median and worst ROUGE-L"
+    )
     bootstrap_resamples: int = Field(1000, gt=0, description="bootstrap resamples for the BCa confidence intervals")
     confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
     seed: int = Field(42, description="seed of the bootstrap resamples (and of sampling, if an adapter samples)")
@@ -306,6 +315,13 @@ class EvalConfig(StrictModel):
     @classmethod
     def _comma_separated(cls, v):  # --set models=base,exp1
         return [name.strip() for name in v.split(",") if name.strip()] if isinstance(v, str) else v
+
+    @field_validator("example_questions")
+    @classmethod
+    def _not_blank(cls, v):
+        if any(not question.strip() for question in v):
+            raise ValueError("every example question must have text")
+        return v
 
     @field_validator("medqa_limit")
     @classmethod

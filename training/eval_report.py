@@ -1,7 +1,8 @@
 """Evaluation, phase 2: every number, from what phase 1 wrote alone.
 
 For every eval/<model>/ folder: the registered metrics (training.metric_registry) with BCa bootstrap
-intervals and paired differences against the base, written to eval/<model>/metrics.json; then
+intervals and paired differences against the base, and (for an adapter) the test questions its card
+shows (training.example_answers), written to eval/<model>/metrics.json; then
 comparison.json/.md and the plots. Nothing here runs a model, so a rerun of one model refreshes every
 comparison, and anyone holding those files (a pushed branch's eval/ folder) can recompute every number.
 """
@@ -19,6 +20,7 @@ from training.layout import BASE, EvalDir, EvalRoot, RunsDir
 def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
     """Metrics with CIs for every model folder in output_dir, paired against base, then tables and plots."""
     from training import plots
+    from training.example_answers import choose
     from training.metrics import INTERVAL_METHOD, resample_counts
 
     root = EvalRoot(output_dir)
@@ -48,6 +50,8 @@ def summarise(output_dir: Path, config: EvalConfig) -> dict[str, Any]:
             "intervals": {"method": INTERVAL_METHOD, "confidence": config.confidence,
                           "resamples": config.bootstrap_resamples, "seed": config.seed},
             "references_over_max_new_tokens": references_over(folder, info),
+            # the test questions the card shows beside the example questions (chosen by the adapter's scores)
+            "examples": choose(folder.predictions()) if name != BASE else None,
         })
         comparison["models"][name] = metrics
         comparison["paired_vs_base"][name] = paired

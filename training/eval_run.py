@@ -3,8 +3,9 @@
 The models are the base and every trained run (training.layout), each on the base it was trained on.
 Answers are decoded with the adapter's saved generation settings (what the Space serves), and the
 base decodes as the adapters it is compared with. Each model writes run.json (what ran, how),
-predictions.jsonl (every answer with its per-example scores) and medqa.jsonl (every MedQA answer),
-from which phase 2 (training/eval_report.py) derives every number.
+predictions.jsonl (every answer with its per-example scores), medqa.jsonl (every MedQA answer) and
+examples.jsonl (its answers to the example questions the model card shows), from which phase 2
+(training/eval_report.py) derives every number.
 """
 from __future__ import annotations
 
@@ -159,11 +160,11 @@ def load_medqa(config: EvalConfig) -> tuple[list[dict] | None, dict | None]:
 
 def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalConfig, decoding: dict,
                    medqa_source: dict | None = None) -> Path:
-    """Run one model and write eval/<name>/ (predictions, MedQA answers, run.json) in one step."""
+    """Run one model and write eval/<name>/ (predictions, MedQA answers, example answers, run.json) in one step."""
     import torch
 
     from training import provenance
-    from training.chat import stop_token_ids
+    from training.chat import format_prompt, stop_token_ids
     from training.config import dump
     from training.generation import completion_log_likelihoods, generate, load_model
     from training.medqa import score_questions
@@ -171,20 +172,26 @@ def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalC
     from training.metrics import INTERVAL_METHOD
 
     model, tokenizer = load_model(spec.base_model, spec.base_revision, spec.adapter_dir, config.precision)
+    parameters = sum(p.numel() for p in model.parameters())  # the base's: a merged adapter adds none
     # Scoring holds full-vocabulary logits, so it keeps a small batch; generation takes the largest batch
     # that fits (below).
     batch_size = config.batch_size or 16
     generation_batch = config.batch_size or default_generation_batch(model.device)
+    system_prompt = report.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
+    # The example questions are answered in the same call as the test questions: the same decoding, no
+    # second compilation of the decode step on a GPU.
+    prompts = list(test["prompt"]) + [format_prompt(tokenizer, system_prompt, q) for q in config.example_questions]
     if decoding["do_sample"]:
         torch.manual_seed(config.seed)
     started = time.perf_counter()
-    predictions = generate(model, tokenizer, test["prompt"], generation_batch, decoding["max_new_tokens"],
-                           sampling={k: decoding[k] for k in DECODING_KEYS if k != "max_new_tokens"})
+    answers = generate(model, tokenizer, prompts, generation_batch, decoding["max_new_tokens"],
+                       sampling={k: decoding[k] for k in DECODING_KEYS if k != "max_new_tokens"})
     generation_s = time.perf_counter() - started
+    predictions = answers[:len(test)]
+    examples = [{"question": q, "prediction": a} for q, a in zip(config.example_questions, answers[len(test):])]
     likelihoods = completion_log_likelihoods(model, tokenizer, test["prompt"], test["completion"], batch_size)
     medqa = None
     if questions:
-        system_prompt = report.get("system_prompt", DEFAULT_SYSTEM_PROMPT)
         medqa = score_questions(model, tokenizer, questions, system_prompt, batch_size)
     total_s = time.perf_counter() - started
     del model
@@ -195,13 +202,13 @@ def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalC
     stops = tokenizer.convert_ids_to_tokens(stop_token_ids(tokenizer))
     run_info = {
         "model": spec.name,
-        "base_model": {"id": spec.base_model, "revision": spec.base_revision},
+        "base_model": {"id": spec.base_model, "revision": spec.base_revision, "parameters": parameters},
         "adapter": adapter_info(spec.adapter_dir),
         "n": len(records),
         "medqa_n": len(medqa) if medqa else 0,
         "decoding": {**decoding, "stop_tokens": stops, "seed": config.seed if decoding["do_sample"] else None},
         "timing": {"generation_s": round(generation_s, 3), "total_s": round(total_s, 3),
-                   "examples_per_s": round(len(records) / generation_s, 3)},
+                   "examples_per_s": round(len(prompts) / generation_s, 3)},
         "data": {"dir": str(config.data_dir), "split": config.split, "fingerprint": report.get("fingerprint"),
                  "sources": report.get("sources")},
         "medqa_source": medqa_source if medqa else None,
@@ -215,6 +222,7 @@ def evaluate_model(spec: ModelSpec, test, questions, report: dict, config: EvalC
         write_jsonl(written.predictions_file, records)
         if medqa:
             write_jsonl(written.medqa_file, medqa)
+        write_jsonl(written.examples_file, examples)
         write_json_atomic(written.run_file, run_info)
 
     return replace_dir(EvalRoot(config.output_dir).model(spec.name).path, write)

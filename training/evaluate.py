@@ -1,8 +1,9 @@
 """`python -m training evaluate`: the base model and every trained adapter on the test split.
 
 Two phases, each in its own module. Phase 1 (training/eval_run.py) runs each model once (answers
-decoded with the adapter's saved generation settings, answer perplexity, MedQA two ways) and writes
-eval/<model>/run.json, predictions.jsonl and medqa.jsonl. Phase 2 (training/eval_report.py) derives
+decoded with the adapter's saved generation settings, answer perplexity, MedQA two ways and in four
+answer orders) and writes eval/<model>/run.json, predictions.jsonl, medqa.jsonl and examples.jsonl (the
+answers to the example questions the model card shows). Phase 2 (training/eval_report.py) derives
 everything else from those files alone: metrics with BCa bootstrap intervals, paired differences
 against the base, comparison.md/json and the plots. So a rerun of one model refreshes every
 comparison, and anyone holding those files can recompute every number.

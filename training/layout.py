@@ -37,6 +37,7 @@ IN_PROGRESS = ".in-progress"  # staged runs and their locks, one level below any
 EVAL_RUN = "run.json"  # phase 1: what ran and how (model, decoding, data, timing, provenance)
 PREDICTIONS = "predictions.jsonl"  # phase 1: every answer with its per-example scores
 MEDQA_ANSWERS = "medqa.jsonl"  # phase 1: every MedQA question with each option's log-likelihood
+EXAMPLE_ANSWERS = "examples.jsonl"  # phase 1: the answers to EvalConfig.example_questions (the card shows them)
 EVAL_METRICS = "metrics.json"  # phase 2: run.json's record plus metrics, intervals, paired differences
 # eval/
 BASE = "base"  # the base model's folder
@@ -196,13 +197,13 @@ class RunsDir:
 # ---- eval/ ---------------------------------------------------------------------------------------------
 
 # Keys of metrics.json that phase 2 adds to phase 1's record (the metrics themselves aside).
-DERIVED_KEYS = ("paired_vs_base", "n_per_metric", "intervals", "references_over_max_new_tokens")
+DERIVED_KEYS = ("paired_vs_base", "n_per_metric", "intervals", "references_over_max_new_tokens", "examples")
 
 
 @dataclass(frozen=True)
 class EvalDir:
-    """eval/<model>/: phase 1 writes run.json, predictions.jsonl and medqa.jsonl once; phase 2 derives
-    metrics.json from them alone, so it can be rewritten without the model."""
+    """eval/<model>/: phase 1 writes run.json, predictions.jsonl, medqa.jsonl and examples.jsonl once; phase 2
+    derives metrics.json from them alone, so it can be rewritten without the model."""
 
     path: Path
 
@@ -221,6 +222,10 @@ class EvalDir:
     @property
     def medqa_file(self) -> Path:
         return Path(self.path) / MEDQA_ANSWERS
+
+    @property
+    def examples_file(self) -> Path:
+        return Path(self.path) / EXAMPLE_ANSWERS
 
     @property
     def metrics_file(self) -> Path:
@@ -242,13 +247,17 @@ class EvalDir:
     def medqa(self) -> list[dict]:
         return read_jsonl(self.medqa_file) if self.medqa_file.exists() else []
 
+    def examples(self) -> list[dict]:
+        """The example questions' answers ([] for folders written before they were recorded)."""
+        return read_jsonl(self.examples_file) if self.examples_file.exists() else []
+
     def metrics(self) -> dict[str, Any] | None:
         """Phase 2's summary, when the model was evaluated."""
         return read_json(self.metrics_file) if self.metrics_file.exists() else None
 
     def files(self) -> dict[str, Path]:
         """What evaluate wrote here, by file name: everything a card's numbers are recomputed from."""
-        paths = (self.run_file, self.metrics_file, self.predictions_file, self.medqa_file)
+        paths = (self.run_file, self.metrics_file, self.predictions_file, self.medqa_file, self.examples_file)
         return {path.name: path for path in paths if path.is_file()}
 
 

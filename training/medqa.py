@@ -11,6 +11,12 @@
   continuation) after the first len(tokenizer(prompt)) (the harness's `_encode_pair`). acc is the
   argmax of the summed log-likelihood, acc_norm of log-likelihood / len(choice) in characters; with
   one-letter choices the two coincide.
+- answer order (`medqa_rotation_*`, `medqa_letter_*`): the harness's prompt and letter choice, under the four
+  cyclic rotations of the options (`rotated`: the correct answer stands once at each of A-D), so that a
+  preference for a letter cannot pass for knowledge: accuracy averaged over the four orders, the share of
+  questions answered with the same option text in all four, and how often each letter is chosen. Rotation 0
+  is the harness's own prompt. Where each letter is one token after the prompt (the harness split), one
+  forward pass per prompt gives all four letters' log-likelihoods from its next-token logits.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ HARNESS_REPO = "EleutherAI/lm-evaluation-harness"
 HARNESS_COMMIT = "4e7e0d47f33bc71070c1d38394bafbb52b117163"  # where the prompt and scoring below were read
 HARNESS_CHOICES = LETTERS  # doc_to_choice: ['A', 'B', 'C', 'D']
 HARNESS_DELIMITER = " "  # the task config's target_delimiter default
+ROTATIONS = len(LETTERS)  # cyclic shifts 0-3 of the options: the answer visits every letter once
 # A CPU default for medqa_limit "auto": 8 forward passes per question make all 1,273 slow there.
 CPU_LIMIT = 200
 MEDQA_FILE_SUFFIXES = (".jsonl",)  # a local MedQA source is a JSONL file
@@ -139,32 +146,75 @@ def harness_pick(logliks: Sequence[float], choices: Sequence[str] = HARNESS_CHOI
     return int(np.argmax(scores))
 
 
+def rotated(question: dict, shift: int) -> dict:
+    """The question with every option moved `shift` letters on, cyclically (the option at letter i is shown
+    at letter (i + shift) mod 4), and its answer letter moved with it."""
+    options = {LETTERS[(i + shift) % ROTATIONS]: question["options"][letter] for i, letter in enumerate(LETTERS)}
+    answer = LETTERS[(LETTERS.index(question["answer_idx"]) + shift) % ROTATIONS]
+    return {**question, "options": {letter: options[letter] for letter in LETTERS}, "answer_idx": answer}
+
+
 def score_questions(model, tokenizer, questions: Sequence[dict], system_prompt: str, batch_size: int) -> list[dict]:
-    """Per question, both methods: the chat method's chosen letter, whether it is right and each option's
-    mean log-prob per token; the harness method's summed log-likelihood of each choice and its pick."""
+    """Per question, every method: the chat method's chosen letter, whether it is right and each option's
+    mean log-prob per token; the harness method's summed log-likelihood of each choice and its pick; and
+    the harness's log-likelihoods under each rotation of the options (the first is the harness's own)."""
     from training.generation import completion_log_likelihoods
 
-    prompts, completions, contexts, continuations = [], [], [], []
+    prompts, completions = [], []
     for question in questions:
-        prompt, context = build_prompt(tokenizer, system_prompt, question), harness_prompt(question)
+        prompt = build_prompt(tokenizer, system_prompt, question)
         for letter in LETTERS:
             prompts.append(prompt)
             completions.append(question["options"][letter])
-            contexts.append(context)
-            continuations.append(HARNESS_DELIMITER + letter)
     scored = completion_log_likelihoods(model, tokenizer, prompts, completions, batch_size)
-    harness = completion_log_likelihoods(model, tokenizer, contexts, continuations, batch_size, split=harness_split)
+    contexts = [harness_prompt(rotated(question, shift)) for question in questions for shift in range(ROTATIONS)]
+    orders = letter_log_likelihoods(model, tokenizer, contexts, batch_size)
     results = []
     for q, question in enumerate(questions):
         options = scored[q * len(LETTERS):(q + 1) * len(LETTERS)]
         mean_log_probs = {letter: -nll / max(n, 1) for letter, (nll, n) in zip(LETTERS, options)}
-        logliks = {letter: -nll for letter, (nll, _) in zip(LETTERS, harness[q * len(LETTERS):(q + 1) * len(LETTERS)])}
+        rotations = orders[q * ROTATIONS:(q + 1) * ROTATIONS]
+        logliks = rotations[0]  # shift 0: the options in their own order, the harness's prompt
         chosen = pick_option(mean_log_probs)
         results.append({
             "question": question["question"], "answer_idx": question["answer_idx"], "predicted": chosen,
             "correct": chosen == question["answer_idx"], "option_mean_log_prob": mean_log_probs,
             "harness_loglik": logliks, "harness_predicted": LETTERS[harness_pick(list(logliks.values()))],
+            "rotation_loglik": rotations,
         })
+    return results
+
+
+def letter_log_likelihoods(model, tokenizer, contexts: Sequence[str], batch_size: int) -> list[dict[str, float]]:
+    """Per harness prompt, the summed log-likelihood of each choice (" A" .. " D") as the harness splits it.
+
+    Where each choice is one token after the context's own tokens (harness_split's encoding: tok(context +
+    choice) is tok(context) and one more token; so for every question with the tokenizers here), the four come
+    from one forward pass's next-token log-probabilities; any other prompt (one ending in spaces, which the
+    harness moves into the choice, or a choice of several tokens) has each choice scored as a continuation,
+    four passes (training.generation.completion_log_likelihoods).
+    """
+    from training.generation import completion_log_likelihoods, next_token_log_probs
+
+    continuations = [HARNESS_DELIMITER + choice for choice in HARNESS_CHOICES]
+    one_pass, rows, candidates, others = [], [], [], []
+    for i, context in enumerate(contexts):
+        context_ids = tokenizer(context)["input_ids"]
+        wholes = [tokenizer(context + continuation)["input_ids"] for continuation in continuations]
+        if context == context.rstrip() and all(whole[:-1] == context_ids for whole in wholes):
+            one_pass.append(i)
+            rows.append(context_ids)
+            candidates.append([whole[-1] for whole in wholes])
+        else:
+            others.append(i)
+    results: list[dict[str, float]] = [{}] * len(contexts)
+    for i, log_probs in zip(one_pass, next_token_log_probs(model, tokenizer, rows, candidates, batch_size)):
+        results[i] = dict(zip(LETTERS, log_probs))
+    scored = completion_log_likelihoods(model, tokenizer, [contexts[i] for i in others for _ in continuations],
+                                        continuations * len(others), batch_size, split=harness_split)
+    for k, i in enumerate(others):
+        choices = scored[k * len(LETTERS):(k + 1) * len(LETTERS)]
+        results[i] = {letter: -nll for letter, (nll, _) in zip(LETTERS, choices)}
     return results
 
 
@@ -172,3 +222,27 @@ def harness_correct(rows: Sequence[dict], normalise: bool) -> list[float]:
     """1.0 where the harness pick (acc, or acc_norm when normalise) is the answer, from medqa.jsonl rows."""
     return [float(LETTERS[harness_pick([row["harness_loglik"][k] for k in LETTERS], normalise=normalise)]
                   == row["answer_idx"]) for row in rows]
+
+
+def rotation_picks(row: dict) -> list[tuple[str, str]]:
+    """(letter chosen, the option it stood for in the question's own order) under each rotation."""
+    picks = []
+    for shift, logliks in enumerate(row["rotation_loglik"]):
+        shown = harness_pick([logliks[letter] for letter in LETTERS])
+        picks.append((LETTERS[shown], LETTERS[(shown - shift) % ROTATIONS]))
+    return picks
+
+
+def rotation_accuracy(row: dict) -> float:
+    """The share of the four orders in which the right option was chosen."""
+    return sum(option == row["answer_idx"] for _, option in rotation_picks(row)) / ROTATIONS
+
+
+def rotation_consistent(row: dict) -> float:
+    """1.0 when the same option (the same text) was chosen in all four orders."""
+    return float(len({option for _, option in rotation_picks(row)}) == 1)
+
+
+def letter_share(row: dict, letter: str) -> float:
+    """The share of the four orders in which `letter` was chosen."""
+    return sum(shown == letter for shown, _ in rotation_picks(row)) / ROTATIONS

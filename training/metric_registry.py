@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from training import medqa
+
 if TYPE_CHECKING:
     from training.metrics import Statistic
 
@@ -63,7 +65,7 @@ class Metric:
     population: Population
     method: Method
     statistic: Callable[[Rows], Statistic | None]  # None when the rows lack what it needs (no MedQA run)
-    index_type: str  # model-index metric type
+    index_type: str | None  # model-index metric type; None: a diagnostic, on the card's tables but not the index
     decoded: bool = False  # scored on generated text: compared only between models decoded the same way
     lower_is_better: bool = False
     fmt: str = "{:.4f}"
@@ -105,12 +107,26 @@ def _medqa_chat(rows: Rows):
 def _medqa_harness(normalise: bool) -> Callable[[Rows], Statistic | None]:
     def build(rows: Rows):
         from training import metrics as M
-        from training.medqa import harness_correct
 
         if not rows.medqa or not all("harness_loglik" in q for q in rows.medqa):
             return None
-        return M.mean(harness_correct(rows.medqa, normalise=normalise))
+        return M.mean(medqa.harness_correct(rows.medqa, normalise=normalise))
     return build
+
+
+def _medqa_rotations(per_question: Callable[[dict], float]) -> Callable[[Rows], Statistic | None]:
+    """The mean over MedQA questions of a value of its four answer orders (training.medqa.rotation_*)."""
+    def build(rows: Rows):
+        from training import metrics as M
+
+        if not rows.medqa or not all("rotation_loglik" in q for q in rows.medqa):
+            return None
+        return M.mean([per_question(q) for q in rows.medqa])
+    return build
+
+
+def _letter_share(letter: str) -> Callable[[dict], float]:
+    return lambda row: medqa.letter_share(row, letter)
 
 
 # ---- how each family is computed, in words -----------------------------------------------------------
@@ -139,16 +155,12 @@ def _rouge_settings() -> str:
 
 
 def _harness_settings() -> str:
-    from training.medqa import HARNESS_COMMIT, HARNESS_REPO, HARNESS_TASK
-
-    return (f"{HARNESS_REPO} task {HARNESS_TASK} (commit {HARNESS_COMMIT[:12]}), zero-shot; acc and acc_norm "
-            "(log-likelihood / characters of the choice); stderr sqrt(p(1-p)/(n-1))")
+    return (f"{medqa.HARNESS_REPO} task {medqa.HARNESS_TASK} (commit {medqa.HARNESS_COMMIT[:12]}), zero-shot; acc and "
+            "acc_norm (log-likelihood / characters of the choice); stderr sqrt(p(1-p)/(n-1))")
 
 
 def _harness_arguments(settings: str) -> dict[str, Any]:
-    from training.medqa import HARNESS_TASK
-
-    return {"harness_task": HARNESS_TASK, "num_fewshot": 0}
+    return {"harness_task": medqa.HARNESS_TASK, "num_fewshot": 0}
 
 
 BLEU = Method("bleu", "BLEU", _bleu_settings, " (0–100).",
@@ -163,6 +175,14 @@ MEDQA_HARNESS = Method("medqa_harness", "MedQA, lm-eval-harness", _harness_setti
                        "; the prompt is `Question: …\\nA. …\\nB. …\\nC. …\\nD. …\\nAnswer:` and the choices are the "
                        "letters, so acc and acc_norm coincide. Published zero-shot `medqa_4options` numbers are "
                        "comparable with these rows only.", _harness_arguments)
+
+MEDQA_ORDER = Method("medqa_rotations", "MedQA, answer order", lambda: (
+    "lm-evaluation-harness medqa_4options prompt and letter choice (as acc), each question asked four times with its "
+    "options rotated cyclically, so that the correct answer stands once at each of A-D: accuracy averaged over the "
+    "four orders; the share of questions answered with the same option (its text) in all four; and the share of "
+    "answers at each letter"),
+    "; a model that only prefers a letter scores 25% accuracy and 0% consistency, each letter's share is 25% without "
+    "a letter preference, and uniform guessing is consistent on 1/64 of the questions.")
 
 ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
@@ -181,6 +201,13 @@ METRICS: list[Metric] = [
            stderr=True),
     Metric("medqa_harness_acc_norm", "MedQA acc_norm (lm-eval-harness)", MEDQA, MEDQA_HARNESS, _medqa_harness(True),
            "acc_norm", stderr=True),
+    Metric("medqa_rotation_acc", "MedQA acc over 4 answer orders", MEDQA, MEDQA_ORDER,
+           _medqa_rotations(medqa.rotation_accuracy), "acc_over_answer_orders", stderr=True),
+    Metric("medqa_rotation_consistency", "MedQA same answer in all 4 orders", MEDQA, MEDQA_ORDER,
+           _medqa_rotations(medqa.rotation_consistent), "answer_order_consistency", stderr=True),
+    # Where the answers fall: diagnostics of a letter preference, not scores (no model-index entry).
+    *(Metric(f"medqa_letter_{letter}", f"MedQA answers at {letter} (share)", MEDQA, MEDQA_ORDER,
+             _medqa_rotations(_letter_share(letter)), None) for letter in medqa.LETTERS),
 ]
 # Keys older eval/ folders may hold, dropped when they are re-summarised (nltk_bleu was bleu / 100).
 RETIRED = ("nltk_bleu",)
