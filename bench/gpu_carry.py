@@ -1,11 +1,11 @@
-"""What bench/gpu_t4_session.sh carries to the GPU machine, built here: two folders under .gpu-carry/t4/, one per
-device call, each small enough to travel with the working tree (64 MiB a call in all).
+"""What bench/gpu_shared_session.sh carries to the GPU machine, built here: one folder per device call under
+.gpu-carry/session/, each small enough to travel with the working tree (64 MiB a call in all).
 
-    python bench/t4_carry.py --wheels ../main/.whl --bnb ../main/.gpu-carry/bnb --tokenizer ../shared/data/tokenizer
+    python bench/gpu_carry.py --wheels ../main/.whl --bnb ../main/.gpu-carry/bnb --tokenizer ../shared/data/tokenizer
 
-one/: the wheels the GPU image lacks (the project's pins), bitsandbytes unpacked with only its CUDA 13.0 library,
-the flashcards, TinyLlama's tokenizer and config, and the first part of the real base's GGUF (gzip-compressed:
-98.4 MB become 92.7, which two calls can carry beside everything else). two/: the rest of the GGUF.
+call1/: the wheels the GPU image lacks (the project's pins), bitsandbytes unpacked with only its CUDA 13.0
+library, TinyLlama's tokenizer and config, the flashcards and MedQA, and the first piece of the real base's GGUF
+(gzip-compressed: 98.4 MB become 92.7); call2/, call3/...: the GGUF's other pieces, as many calls as it takes.
 """
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ MARGIN = 2 * 2**20  # room for files the working tree gains before the session
 # The packages the session needs that the GPU image lacks or has at another version (the project's pins).
 WHEELS = ("transformers", "trl", "datasets", "dill", "multiprocess", "fsspec", "peft", "pydantic", "pydantic_core",
           "annotated_types", "typing_inspection", "gguf", "liger_kernel", "nltk", "rouge_score", "sacrebleu",
-          "portalocker", "tabulate", "colorama")
-FLASHCARDS = REPO_ROOT.parent / "shared" / "data" / "flashcards" / "medical_flashcards_test_3396.json"
+          "portalocker", "tabulate", "colorama",
+          "optuna", "colorlog")  # the search's: its journal storage needs neither sqlalchemy nor alembic
+DATA = REPO_ROOT.parent / "shared" / "data"
+FLASHCARDS = DATA / "flashcards" / "medical_flashcards_test_3396.json"
+MEDQA = DATA / "eval" / "medqa_usmle_4options_test.jsonl"
 
 
 def size(path: Path) -> int:
@@ -48,38 +51,40 @@ def main(argv=None) -> int:
     parser.add_argument("--bnb", type=Path, required=True, help="bitsandbytes unpacked (its CUDA 13.0 library only)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="TinyLlama's tokenizer and config.json")
     parser.add_argument("--flashcards", type=Path, default=FLASHCARDS)
+    parser.add_argument("--medqa", type=Path, default=MEDQA)
     parser.add_argument("--gguf", type=Path, default=None, help=f"{GGUF_NAME} (default: the installed package's)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu-carry" / "t4")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu-carry" / "session")
     args = parser.parse_args(argv)
 
     gguf = args.gguf or packaged_gguf()
     check_gguf(gguf)  # the sha256 the real base is built from
-    one, two = args.out / "one", args.out / "two"
     shutil.rmtree(args.out, ignore_errors=True)
-    (one / "whl").mkdir(parents=True)
-    two.mkdir()
+    first = args.out / "call1"
+    (first / "whl").mkdir(parents=True)
     for wheel in sorted(args.wheels.glob("*.whl")):
         if wheel.name.split("-")[0].lower() in WHEELS:
-            shutil.copy2(wheel, one / "whl")
-    missing = set(WHEELS) - {w.name.split("-")[0].lower() for w in (one / "whl").iterdir()}
+            shutil.copy2(wheel, first / "whl")
+    missing = set(WHEELS) - {w.name.split("-")[0].lower() for w in (first / "whl").iterdir()}
     if missing:
         raise SystemExit(f"{args.wheels}: no wheel for {', '.join(sorted(missing))}")
-    shutil.copytree(args.bnb, one / "bnb")
-    shutil.copytree(args.tokenizer, one / "tok")
-    (one / "data").mkdir()
-    shutil.copy2(args.flashcards, one / "data" / args.flashcards.name)
+    shutil.copytree(args.bnb, first / "bnb")
+    shutil.copytree(args.tokenizer, first / "tok")
+    (first / "data").mkdir()
+    for source in (args.flashcards, args.medqa):
+        shutil.copy2(source, first / "data" / source.name)
 
-    packed = gzip.compress(gguf.read_bytes(), compresslevel=9)
-    tree = tree_size()
-    first = CALL_LIMIT - MARGIN - tree - size(one)
-    (one / "gguf.gz.part-a").write_bytes(packed[:first])
-    (two / "gguf.gz.part-b").write_bytes(packed[first:])
-    for folder in (one, two):
-        total = tree + size(folder)
+    packed, tree, call = gzip.compress(gguf.read_bytes(), compresslevel=9), tree_size(), 1
+    room = CALL_LIMIT - MARGIN - tree
+    while packed:
+        folder = args.out / f"call{call}"
+        folder.mkdir(exist_ok=True)
+        piece = room - size(folder)
+        if piece <= 0:
+            raise SystemExit(f"{folder} leaves no room for the GGUF: carry less")
+        (folder / f"gguf.gz.part-{call}").write_bytes(packed[:piece])
+        packed, call = packed[piece:], call + 1
         print(f"{folder}: {size(folder) / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = "
-              f"{total / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f}")
-        if total > CALL_LIMIT - MARGIN:
-            raise SystemExit(f"{folder} does not fit one call: carry less (or split the GGUF over three calls)")
+              f"{(tree + size(folder)) / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f}")
     return 0
 
 
