@@ -26,7 +26,7 @@ export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=${SESSION_DIR:-/tmp/s}
 export PYTHONPATH=$S/site:$S/bnb:$S/repo
 OUT=${OUT:-$S/out}
-C=.gpu-carry/session
+C=${CARRY:-$PWD/.gpu-carry/session}  # where a call finds the carried folders
 mkdir -p "$S/logs" "$S/results" "$OUT"
 PY=${PY:-python3}
 FLASHCARDS=$S/data/medical_flashcards_test_3396.json
