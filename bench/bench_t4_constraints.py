@@ -23,7 +23,7 @@ TinyLlama-1.1B's architecture (random weights, the real tokenizer and flashcards
     python3 bench/bench_t4_constraints.py all --tiny --work /tmp/t4-dry --out /tmp/t4-dry   # every part on the
         # CPU with the tiny base and a few steps (tests/test_bench_t4.py): nothing to constrain there
 
-bench/gpu_t4_session.sh runs it on one H100 or H200 in two device calls (a third if the recipe outlasts the second).
+bench/gpu_shared_session.sh runs it on one H100 or H200, sharing the GPU with the search and MedQA benchmarks.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.part == "all" and not args.tiny:
         parser.error("`all` runs in one process: only for --tiny (on a GPU each part is a process; "
-                     "see bench/gpu_t4_session.sh)")
+                     "see bench/gpu_shared_session.sh)")
     return args
 
 
