@@ -27,7 +27,8 @@ MARGIN = 2 * 2**20  # room for files the working tree gains before the session
 WHEELS = ("transformers", "trl", "datasets", "dill", "multiprocess", "fsspec", "peft", "pydantic", "pydantic_core",
           "annotated_types", "typing_inspection", "gguf", "liger_kernel", "nltk", "rouge_score", "sacrebleu",
           "portalocker", "tabulate", "colorama",
-          "optuna", "colorlog")  # the search's: its journal storage needs neither sqlalchemy nor alembic
+          "optuna", "colorlog",  # the search's: its journal storage needs neither sqlalchemy nor alembic
+          "huggingface_hub", "httpx2", "httpcore2", "truststore", "click")  # transformers 5.25 needs hub >= 2.4
 DATA = REPO_ROOT.parent / "shared" / "data"
 FLASHCARDS = DATA / "flashcards" / "medical_flashcards_test_3396.json"
 MEDQA = DATA / "eval" / "medqa_usmle_4options_test.jsonl"
