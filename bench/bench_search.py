@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     summary = json.loads((folder / "study.json").read_text())
     trials = json.loads((folder / "trials.json").read_text())
     best = summary["best"]
+    if best is None:  # every trial failed or was pruned: the study's log says why
+        raise SystemExit(f"no trial completed: see {logs / 'search.log'} and {folder / 'logs'}")
     best_name = Path(best["run"]).name
 
     # exp1 at the current default, trained as `train` does into the study's runs folder, so that one

@@ -28,7 +28,8 @@ WHEELS = ("transformers", "trl", "datasets", "dill", "multiprocess", "fsspec", "
           "annotated_types", "typing_inspection", "gguf", "liger_kernel", "nltk", "rouge_score", "sacrebleu",
           "portalocker", "tabulate", "colorama",
           "optuna", "colorlog",  # the search's: its journal storage needs neither sqlalchemy nor alembic
-          "huggingface_hub", "httpx2", "httpcore2", "truststore", "click")  # transformers 5.25 needs hub >= 2.4
+          "huggingface_hub", "httpx2", "httpcore2", "truststore", "click",  # transformers 5.25 needs hub >= 2.4
+          "kernels")  # and refuses the image's kernels version (used with USE_HUB_KERNELS=NO: nothing is fetched)
 DATA = REPO_ROOT.parent / "shared" / "data"
 FLASHCARDS = DATA / "flashcards" / "medical_flashcards_test_3396.json"
 MEDQA = DATA / "eval" / "medqa_usmle_4options_test.jsonl"

@@ -20,7 +20,8 @@
 # Rehearse the plumbing on the CPU (tiny base, a few steps; nothing is constrained there):
 #   for p in 1 3; do PY=.venv/bin/python SMOKE=1 PART=$p bash bench/gpu_shared_session.sh; done
 set -o pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# USE_HUB_KERNELS=NO: transformers 5.25 would otherwise fetch Hub kernels (rotary) when `kernels` is installed
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 USE_HUB_KERNELS=NO
 # The search's six workers share the GPU, each capped at its sixth: less fragmentation under the cap.
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=${SESSION_DIR:-/tmp/s}
@@ -36,8 +37,10 @@ if [[ -n $SMOKE ]]; then  # the CPU rehearsal: the benches' own tiny settings, t
 else
   T4=() SEARCH=(--trials ${TRIALS:-24} --workers ${WORKERS:-6}) ROTATIONS=()
 fi
-T4_PARTS=(reference default parity quality-bf16 tinyllama)  # the recipe first: it is the longest
-ALL=(gpu-tests "${T4_PARTS[@]}" search medqa-rotations)
+# What part 3 starts (T4_PARTS, BENCHES: a shorter list re-runs only what failed); the recipe first: it is the longest
+T4_PARTS=(${T4_PARTS:-reference default parity quality-bf16 tinyllama})
+BENCHES=(${BENCHES:-search medqa-rotations})
+ALL=(gpu-tests "${T4_PARTS[@]}" "${BENCHES[@]}")
 
 t4() {  # PART: bench_t4_constraints.py's command line for one of its parts
   echo "$PY bench/bench_t4_constraints.py $1 --base $S/real-base --tokenizer $S/tok --flashcards $FLASHCARDS" \
@@ -77,6 +80,7 @@ case ${PART:?} in
   $PY -c "import torch, transformers, trl, peft, optuna, bitsandbytes; print('torch', torch.__version__, \
 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'optuna', \
 optuna.__version__, 'bitsandbytes', bitsandbytes.__version__)" || [[ -n $SMOKE ]] || exit 1
+  [[ ${SPEED:-1} == 1 ]] || exit 0
   timeout 200 $(t4 speed-bf16) > $S/logs/speed-bf16.log 2>&1; echo $? > $S/logs/speed-bf16.rc  # alone on the GPU
   echo "speed-bf16: exit $(cat $S/logs/speed-bf16.rc)"; grep -E "Error|error:" $S/logs/speed-bf16.log | tail -3
   ;;
@@ -98,9 +102,10 @@ optuna.__version__, 'bitsandbytes', bitsandbytes.__version__)" || [[ -n $SMOKE ]
     start $name "$(t4 $name)"
     sleep 2
   done
-  start search "$PY bench/bench_search.py --base $S/real-base --flashcards $FLASHCARDS --work $S/search --out $S/results ${SEARCH[*]}"
-  start medqa-rotations "$PY bench/bench_medqa_rotations.py --base $S/real-base --flashcards $FLASHCARDS --medqa $MEDQA \
-      --work $S/rotations --out $S/results ${ROTATIONS[*]}"
+  [[ " ${BENCHES[*]} " != *" search "* ]] || start search "$PY bench/bench_search.py --base $S/real-base \
+      --flashcards $FLASHCARDS --work $S/search --out $S/results ${SEARCH[*]}"
+  [[ " ${BENCHES[*]} " != *" medqa-rotations "* ]] || start medqa-rotations "$PY bench/bench_medqa_rotations.py \
+      --base $S/real-base --flashcards $FLASHCARDS --medqa $MEDQA --work $S/rotations --out $S/results ${ROTATIONS[*]}"
   wait_for $((${WAIT_S:-600} - SECONDS - 45)) "${ALL[@]}"
   tail -3 $S/logs/gpu-tests.log
   collect

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch.nn import functional as F
 
 from common.errors import ConfigError, HubError
 from common.hub_errors import hub_errors
@@ -176,13 +177,13 @@ def completion_log_likelihoods(
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(n_completion) + 1
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-        # logits[:, j] predicts token ids[:, width - keep + j + 1]
-        log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        targets = ids[:, ids.shape[1] - keep + 1:]
-        token_log_probs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # logits[:, j] predicts token ids[:, width - keep + j + 1]: a row's n completion tokens are its last n,
+        # predicted by logits[:, keep - 1 - n : keep - 1]. Scored a row at a time in float32: the whole batch's
+        # float32 log-probabilities (batch x tokens x vocabulary) would not fit a 15 GiB GPU.
         for row, i in enumerate(batch):
             n = n_completion[row]
-            nll = -token_log_probs[row, keep - 1 - n:].sum().item() if n else 0.0
+            nll = F.cross_entropy(logits[row, keep - 1 - n:keep - 1].float(), ids[row, ids.shape[1] - n:],
+                                  reduction="sum").item() if n else 0.0
             results[i] = (nll, n)
     return results
 

@@ -36,8 +36,9 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from training.device import VARLEN_MODULE
 from training.plan import FLASH_VARLEN, SDPA_PADDED
 
-# The attention implementation registered with transformers for each kernel of the plan (training/plan.py).
-ATTENTION_NAMES = {FLASH_VARLEN: "padding_free_flash", SDPA_PADDED: "padding_free_sdpa"}
+# The attention implementation registered with transformers for each kernel of the plan (training/plan.py). No
+# "flash" in a name: transformers >= 5.25 takes any such name for a flash-attention kernel to fetch from the Hub.
+ATTENTION_NAMES = {FLASH_VARLEN: "padding_free_varlen", SDPA_PADDED: "padding_free_sdpa"}
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
