@@ -37,9 +37,9 @@ if [[ -n $SMOKE ]]; then  # the CPU rehearsal: the benches' own tiny settings, t
 else
   T4=() SEARCH=(--trials ${TRIALS:-24} --workers ${WORKERS:-6}) ROTATIONS=()
 fi
-# What part 3 starts (T4_PARTS, BENCHES: a shorter list re-runs only what failed); the recipe first: it is the longest
-T4_PARTS=(${T4_PARTS:-reference default parity quality-bf16 tinyllama})
-BENCHES=(${BENCHES:-search medqa-rotations})
+# What part 3 starts (T4_PARTS, BENCHES: a shorter list, or empty, re-runs only what failed); the recipe first: it is the longest
+T4_PARTS=(${T4_PARTS-reference default parity quality-bf16 tinyllama})
+BENCHES=(${BENCHES-search medqa-rotations})
 ALL=(gpu-tests "${T4_PARTS[@]}" "${BENCHES[@]}")
 
 t4() {  # PART: bench_t4_constraints.py's command line for one of its parts
