@@ -194,15 +194,26 @@ def tinyllama_run(tinyllama_tokenizer_base, sample_flashcards, tmp_path_factory)
     return train_run(work, tinyllama_tokenizer_base, sample_flashcards, 64, generation={"max_new_tokens": 24})
 
 
-def test_zephyr_export_differs_only_by_llama_cpps_space_after_special_tokens(tinyllama_run, tmp_path):
-    """Known gap, caught and refused: llama.cpp's SentencePiece tokenizer puts '▁' before the text after every
-    special token; TinyLlama's tokenizer (legacy=false) does so only at the start. Words split the same (the
-    base's tokenizer.model travels), the template is the same, but after each `</s>` llama.cpp adds one token."""
-    code, _, err = export(tinyllama_run, tmp_path / "exports", "questions=4", "formats=F16")
-    assert code == 6 and "F16 chat template tokens equal on 0/" in err, err[-2000:]
-    assert "'transformers': ['<0x0A>', '<', '|', 'user', '|'], 'llama_cpp': ['▁', '<0x0A>', '<', '|', 'user']" in err
-    assert "merge vs the adapter" not in err and "NMSE" not in err and "greedy" not in err  # all else met
-    assert not (tmp_path / "exports" / "short").exists()
+def test_zephyr_export_tokenizes_every_conversation_as_transformers(tinyllama_run, tmp_path):
+    """TinyLlama's tokenizer (legacy=false) puts '▁' at the start of the text only; llama.cpp's SentencePiece
+    tokenizer, left as converted, before the text after every special token too (one token more after each
+    `</s>`). The GGUF says add_space_prefix=false and its template renders the leading space: the prompt tokens
+    from the template stored in the file are transformers' on every conversation, answers read the same
+    detokenized by llama.cpp and by transformers, and generation stops at `</s>`."""
+    code, out, err = export(tinyllama_run, tmp_path / "exports", "questions=4", "formats=F16")
+    assert code == 0, err[-2000:]
+    folder = tmp_path / "exports" / "short"
+    report = read(folder, "verification.json")
+    assert report["failures"] == [], report["failures"]
+    f16 = report["gguf"]["F16"]
+    assert f16["template"]["equal"] == f16["template"]["conversations"] == report["questions"]["conversations"] > 4
+    assert f16["greedy"]["detokenized_equal"] == 4 and f16["greedy"]["stopped_elsewhere"] == 0
+    assert f16["greedy"]["runaway"] == 0 and f16["greedy"]["greedy_equal"] == 4
+    stopped = f16["greedy"]["greedy_questions"] - f16["greedy"]["hit_token_limit"]
+    assert f16["greedy"]["stopped_at_end_of_turn"] == stopped, f16["greedy"]
+    manifest = read(folder, "export.json")
+    assert manifest["gguf"]["F16"]["tokenizer"]["add_space_prefix"] is False
+    assert manifest["gguf"]["F16"]["chat_template_sha256"] != manifest["chat"]["chat_template_sha256"]
 
 
 def test_zephyr_gguf_carries_tinyllamas_tokenizer_template_and_stop_token(tinyllama_run, tmp_path):
@@ -215,7 +226,9 @@ def test_zephyr_gguf_carries_tinyllamas_tokenizer_template_and_stop_token(tinyll
     reader = gguf.GGUFReader(folder / "gguf" / "short-F16.gguf")
     field = lambda key: reader.get_field(key).contents()  # noqa: E731
     assert field("tokenizer.ggml.model") == "llama" and field("tokenizer.ggml.eot_token_id") == 2  # </s>
-    assert field("tokenizer.chat_template") == (folder / "merged" / "chat_template.jinja").read_text()
+    # the template renders the one leading space that llama.cpp's tokenizer no longer adds (add_space_prefix)
+    assert field("tokenizer.ggml.add_space_prefix") is False
+    assert field("tokenizer.chat_template") == "{{ ' ' }}" + (folder / "merged" / "chat_template.jinja").read_text()
 
 
 def test_a_tokenizer_llama_cpp_splits_differently_is_refused(tiny_base, sample_flashcards, tmp_path):
