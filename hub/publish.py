@@ -111,13 +111,14 @@ def dry_run(context: Context, out: Path) -> None:
     (replaced as a whole, never half-written; any other folder is refused). Files from runs/ and eval/
     are hard links where the file system allows (no copy of an adapter's weights): read them, do not
     edit them in place."""
+    planned = releases(context)
+
     def fill(tmp: Path) -> None:
-        for release in releases(context):
+        for release in planned:
             write_files(release.files(context), tmp / release.kind / release.revision)
 
     out = replace_dir(out.absolute(), fill)  # absolute, not resolve: a symlink is refused, never followed
-    repos = dict.fromkeys(context.repo(r) for r in releases(context))
-    print(f"dry run: the contents of {', '.join(repos)} are in {out}")
+    print(f"dry run: the contents of {', '.join(dict.fromkeys(context.repo(r) for r in planned))} are in {out}")
 
 
 def write_files(files: Files, dest: Path) -> None:
