@@ -73,7 +73,8 @@ def export_card(kind: str, folder: Path, where: ExportWhere):
 
 
 def gguf_row(fact: dict) -> dict:
-    row = {"type": fact["type"], "file": fact["file"], "mib": f"{fact['bytes'] / 2**20:.0f}"}
+    row = {"type": fact["type"], "file": fact["file"], "mib": f"{fact['bytes'] / 2**20:.0f}", "made_by": fact["made_by"],
+           "tensors": ", ".join(f"{count} {name}" for name, count in fact["tensor_types"].items())}
     if "logits" in fact:
         greedy, paired = fact["greedy"], fact["rougeL"]["vs_adapter"]
         row.update(nmse=f"{fact['logits']['nmse']:.1e}", top1=f"{fact['logits']['top1_agreement']:.3f}",

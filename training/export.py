@@ -227,7 +227,8 @@ def card_facts(folder: Path, repo_id: str | None = None) -> dict:
     checks = json.loads(verification.read_text(encoding="utf-8")) if verification.is_file() else None
     facts = []
     for quant_type, entry in data["gguf"].items():
-        fact = {"type": quant_type, "file": entry["file"], "bytes": entry["bytes"]}
+        fact = {"type": quant_type, "file": entry["file"], "bytes": entry["bytes"], "tensor_types": entry["tensor_types"],
+                "made_by": entry["made_by"]}
         if checks:
             fact.update(logits=checks["gguf"][quant_type]["logits"], greedy=checks["gguf"][quant_type]["greedy"],
                         rougeL=checks["rougeL"][quant_type])
