@@ -82,12 +82,14 @@ def space_at_start_only(tokenizer) -> bool:
     return first_piece("b").startswith("▁") and not first_piece(tokenizer.eos_token + "b").startswith("▁")
 
 
-def quantize(source: Path, out: Path, quant_type: str) -> float:
+def quantize(source: Path, out: Path, quant_type: str, embedding_type: str | None = None) -> float:
+    """`quant_type` from the F16 file (`embedding_type`: the token embedding and output tensors' type); seconds."""
     from training.export_runtime import load_llama_cpp
 
     load_llama_cpp()  # a missing runtime is said here, not as a failed child process
+    extra = ["--embedding-type", embedding_type] if embedding_type else []
     return _run_tool(f"llama.cpp's quantizer ({quant_type})", out,
-                     "quantize", source, out, "--type", quant_type, "--threads", threads())
+                     "quantize", source, out, "--type", quant_type, "--threads", threads(), *extra)
 
 
 def _run_tool(what: str, out: Path, *args) -> float:

@@ -6,7 +6,7 @@ llama.cpp aborts the whole process on some errors: here that is a failed step wi
 crashed `export`. This file imports nothing of the project.
 
     python export_gguf_tool.py convert CONVERTER_DIR MODEL_DIR OUT.gguf --end-of-turn ID --name NAME [--space-at-start-only]
-    python export_gguf_tool.py quantize IN.gguf OUT.gguf --type Q4_K_M --threads 2
+    python export_gguf_tool.py quantize IN.gguf OUT.gguf --type Q4_K_M --threads 2 [--embedding-type F16]
 """
 from __future__ import annotations
 
@@ -56,8 +56,10 @@ def convert(converter_dir: Path, model_dir: Path, out: Path, end_of_turn: int, n
         WithEndOfTurn(model_dir, gguf.LlamaFileType.MOSTLY_F16, out, model_name=name).write()
 
 
-def quantize(source: Path, out: Path, quant_type: str, threads: int) -> None:
-    """llama.cpp's own quantizer (what the llama-quantize tool calls), metadata copied as it is."""
+def quantize(source: Path, out: Path, quant_type: str, threads: int, embedding_type: str | None = None) -> None:
+    """llama.cpp's own quantizer (what the llama-quantize tool calls), metadata copied as it is.
+    `embedding_type` (e.g. F16): the token embedding and output tensors stored in that type, as
+    `llama-quantize --token-embedding-type F16 --output-tensor-type F16` does."""
     import ctypes
 
     import llama_cpp
@@ -65,6 +67,8 @@ def quantize(source: Path, out: Path, quant_type: str, threads: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant_type}")
     params.nthread = threads
+    if embedding_type:
+        params.token_embedding_type = params.output_tensor_type = getattr(llama_cpp, f"GGML_TYPE_{embedding_type}")
     code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
     if code != 0:
         sys.exit(f"llama_model_quantize returned {code}")
@@ -86,11 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     step.add_argument("out", type=Path)
     step.add_argument("--type", required=True)
     step.add_argument("--threads", type=int, default=0)
+    step.add_argument("--embedding-type", help="the token embedding and output tensors' type (default: the quantizer's)")
     args = parser.parse_args(argv)
     if args.step == "convert":
         convert(args.converter_dir, args.model_dir, args.out, args.end_of_turn, args.name, args.space_at_start_only)
     else:
-        quantize(args.source, args.out, args.type, args.threads)
+        quantize(args.source, args.out, args.type, args.threads, args.embedding_type)
 
 
 if __name__ == "__main__":
