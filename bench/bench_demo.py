@@ -59,8 +59,8 @@ def main() -> int:
         return result.returncode
     stages = {label.strip(): float(s) for label, s in re.findall(r"^  (\S.*?)\s+(\d+\.\d) s$", result.stdout, re.M)}
     record = {
-        "benchmark": "make demo from a fresh copy (real base built from its package, 2 experiments, eval, local Hub, "
-                     "push, Space up)",
+        "benchmark": "make demo from a fresh copy (real base built from its package, 2 experiments, eval, export, local Hub, "
+                     "push with the export, Space up)",
         "seconds": round(wall, 1),
         "stages_s": stages,
         "target_s": TARGET_S,

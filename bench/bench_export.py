@@ -7,6 +7,7 @@ through the project's CLIs (bench/quality_runs.py).
 
     .venv/bin/python bench/bench_export.py                 # 32 questions
     .venv/bin/python bench/bench_export.py --questions 8   # what a busy 2-core machine managed
+    .venv/bin/python bench/bench_export.py --examples 320 --steps 4   # 32 test questions, a shorter training
 
 Writes bench/results/<date>-export-cpu.json: per format the export seconds, file size, logit NMSE
 against the merged model, greedy agreement, ROUGE-L with the paired interval against the adapter, and
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flashcards", type=Path, default=FLASHCARDS)
     parser.add_argument("--examples", type=int, default=600, help="flashcards prepared (test split: a tenth)")
     parser.add_argument("--questions", type=int, default=32, help="test questions the verification answers")
+    parser.add_argument("--steps", type=int, default=RUN.settings["max_steps"],
+                        help="optimizer steps of the training (evaluated at the start and the end)")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "artifacts" / "bench-export")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>-export-cpu.json)")
     args = parser.parse_args(argv)
@@ -48,8 +51,10 @@ def main(argv=None) -> int:
     logs = args.work / "logs"
 
     data = prepare(args.work, args.base, args.flashcards, args.examples, logs)
+    run = Run(RUN.name, RUN.experiment, {**RUN.settings, "max_steps": args.steps, "eval_steps": args.steps,
+                                     "save_steps": args.steps})
     if not (args.work / "runs" / RUN.name / "adapter").is_dir():
-        train([RUN], args.base, data, args.work, logs)
+        train([run], args.base, data, args.work, logs)
     exports = args.work / "exports"
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -65,7 +70,7 @@ def main(argv=None) -> int:
         "benchmark": "export of a real fine-tune (merged weights, GGUF through llama.cpp), CPU",
         "summary": summary(manifest, report, wall),
         "verification": report,
-        "run": {"settings": RUN.settings, "final_eval_loss": run_metrics(args.work, RUN.name)["final_eval_loss"]},
+        "run": {"settings": run.settings, "final_eval_loss": run_metrics(args.work, RUN.name)["final_eval_loss"]},
         "export": {k: manifest[k] for k in ("merge", "chat", "runtime", "base_model")},
         "inputs": {"flashcards_sha256": sha256_file(args.flashcards), "examples": args.examples,
                    "base": base_record(args.base)},

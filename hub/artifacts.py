@@ -1,5 +1,5 @@
-"""What `push` publishes, read once through training.layout: the prepared data, the trained runs
-and their evaluation. Missing pieces are named with the command that makes them."""
+"""What `push` publishes, read once through training.layout: the prepared data, the trained runs,
+their evaluation and the best one's export. Missing pieces are named with the command that makes them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ class Inputs:
     experiments: list[Experiment]
     best: str | None  # runs/best.json "experiment", when it is one of `experiments`
     evaluation: EvalRoot
+    export: Path | None = None  # exports/<best>/ when it is published (hub/export_releases.find_export)
 
     @property
     def data_dir(self) -> Path:
@@ -89,4 +90,10 @@ def load_inputs(config: HubConfig, names: list[str] | None = None) -> Inputs:
     evaluation = EvalRoot(config.eval_dir)
     best = runs.best()
     experiments = [Experiment(available[name], evaluation.model(name), available[name].config()) for name in wanted]
-    return Inputs(data, report, experiments, best if best in wanted else None, evaluation)
+    best = best if best in wanted else None
+    export = None
+    if best and config.publish_exports is not False:
+        from hub.export_releases import find_export
+
+        export = find_export(config.exports_dir / best, available[best], config.publish_exports)
+    return Inputs(data, report, experiments, best, evaluation, export)

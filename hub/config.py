@@ -19,6 +19,16 @@ class HubConfig(StrictModel):
     dataset_repo: str = Field("medical-flashcards-chat", pattern=REPO_NAME, description="dataset repo name")
     adapter_repo: str = Field("tinyllama-medqa-lora", pattern=REPO_NAME, description="adapter (model) repo name")
     space_repo: str = Field("medqa-assistant", pattern=REPO_NAME, description="Gradio Space repo name")
+    merged_repo: str = Field("tinyllama-medqa-merged", pattern=REPO_NAME,
+                             description="the best experiment's merged weights (model repo), from exports_dir")
+    gguf_repo: str = Field("tinyllama-medqa-GGUF", pattern=REPO_NAME,
+                           description="its GGUF files (model repo; '-GGUF', the Hub's convention)")
+    publish_exports: bool | None = Field(
+        None, description="publish exports_dir/<best>/ (`make export`): null: when there is a verified export of "
+        "the best experiment's adapter as pushed, and say in one line when there is none; true: a push without "
+        "one stops before anything is published; false: never")
+    export_verify_questions: int = Field(
+        8, gt=0, description="test questions the pushed exports answer before main moves to them")
     private: bool = Field(False, description="create the repositories private")
     space_hardware: Literal["zero-a10g", "t4-small", "cpu-basic", "cpu-upgrade"] = Field(
         "zero-a10g", description="hardware requested for the Space"
@@ -32,14 +42,17 @@ class HubConfig(StrictModel):
     data_dir: Path = Field(Path("data/processed"), description="output of `prepare`")
     runs_dir: Path = Field(Path("runs"), description="output of `train`")
     eval_dir: Path = Field(Path("eval"), description="output of `evaluate`")
+    exports_dir: Path = Field(Path("exports"), description="output of `export`")
     space_dir: Path = Field(Path("space"), description="the Space's files")
 
     def repo_ids(self, namespace: str) -> dict[str, str]:
-        """Full ids of the three repositories, keyed dataset / adapter / space."""
+        """Full ids of the repositories, keyed dataset / adapter / space / merged / gguf."""
         return {
             "dataset": f"{namespace}/{self.dataset_repo}",
             "adapter": f"{namespace}/{self.adapter_repo}",
             "space": f"{namespace}/{self.space_repo}",
+            "merged": f"{namespace}/{self.merged_repo}",
+            "gguf": f"{namespace}/{self.gguf_repo}",
         }
 
 

@@ -1,4 +1,5 @@
-"""`python -m hub push`: publish the dataset, one adapter branch per experiment, and `main` = best.
+"""`python -m hub push`: publish the dataset, one adapter branch per experiment, `main` = best, and the best
+experiment's export (merged weights and GGUF files, each repo's `main` moved once verified at its pushed commit).
 
 The publisher runs the releases of hub/releases.py in order: each commits its revision's exact files
 (unchanged files are no change, so pushing the same artifacts again makes no commit), `main` moves
@@ -62,7 +63,8 @@ class Publisher:
         from huggingface_hub import HfApi
 
         token = current_token()
-        context.ids = preflight_config(context.config)  # the token's user, when hub.yaml names no namespace
+        kinds = ("dataset", "adapter") + (("merged", "gguf") if context.inputs.export else ())
+        context.ids = preflight_config(context.config, kinds)  # the token's user, when hub.yaml names no namespace
         self.context = context
         self.revisions = Revisions(HfApi(token=token), token)
         self.results: list[Pushed] = []
@@ -109,12 +111,14 @@ def dry_run(context: Context, out: Path) -> None:
     (replaced as a whole, never half-written; any other folder is refused). Files from runs/ and eval/
     are hard links where the file system allows (no copy of an adapter's weights): read them, do not
     edit them in place."""
+    planned = releases(context)
+
     def fill(tmp: Path) -> None:
-        for release in releases(context):
+        for release in planned:
             write_files(release.files(context), tmp / release.kind / release.revision)
 
     out = replace_dir(out.absolute(), fill)  # absolute, not resolve: a symlink is refused, never followed
-    print(f"dry run: the contents of {context.ids['dataset']}, {context.ids['adapter']} are in {out}")
+    print(f"dry run: the contents of {', '.join(dict.fromkeys(context.repo(r) for r in planned))} are in {out}")
 
 
 def write_files(files: Files, dest: Path) -> None:

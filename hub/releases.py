@@ -3,9 +3,8 @@
 A release is one revision this project writes: its target (repo and branch), its exact files with
 its card as README.md (`files`: what `--dry-run` writes and what a commit holds, the local files
 streamed from runs/ and eval/, never copied), the verification that gates it, and the room it needs
-in TMPDIR (`size`). Today: the dataset, one branch per experiment, and the promotion of the best
-experiment's branch to `main`. A new kind of revision (merged weights, GGUF) is one more class here
-and one more entry in `releases()`.
+in TMPDIR (`size`): the dataset, one branch per experiment, the promotion of the best experiment's
+branch to `main`, and that experiment's export (merged weights, GGUF files: hub/export_releases.py).
 """
 from __future__ import annotations
 
@@ -102,7 +101,12 @@ def releases(ctx: Context) -> list[Release]:
     """Everything a push publishes, in the order it is published."""
     branches = [ExperimentRelease(exp, ctx.config.branch_prefix + exp.name) for exp in ctx.inputs.experiments]
     best = next((b for b in branches if b.experiment.name == ctx.inputs.best), None)
-    return [DatasetRelease(), *branches, *([PromotionRelease(best)] if best else [])]
+    planned = [DatasetRelease(), *branches, *([PromotionRelease(best)] if best else [])]
+    if best and ctx.inputs.export:
+        from hub.export_releases import export_releases
+
+        planned += export_releases(best, ctx.inputs.export)
+    return planned
 
 
 # ---- the dataset --------------------------------------------------------------------------------------

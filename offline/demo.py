@@ -1,8 +1,9 @@
 """`make demo`: the whole product, offline, on a laptop CPU.
 
 Builds the real pretrained base (SmolLM2-135M-Instruct, from its registry package), prepares the
-bundled sample flashcards, trains two short experiments, evaluates base and adapters, starts the local Hub server, publishes the dataset,
-adapters, cards and the Space there, then runs the Space exactly as the Hub would: from a fresh
+bundled sample flashcards, trains two short experiments, evaluates base and adapters, exports the best one
+(merged weights, GGUF through llama.cpp), starts the local Hub server, publishes the dataset, adapters, the
+exports, cards and the Space there, then runs the Space exactly as the Hub would: from a fresh
 download of the Space repo, configured only by its Space variables.
 
 Each stage runs as its own `python -m ...` process, the same commands a user runs by hand.
@@ -120,6 +121,7 @@ def run_pipeline(demo: Demo) -> None:
     demo.step("prepare the sample flashcards", "-m", "training", "prepare", "--config", f"{config}/data.yaml")
     demo.step("train two experiments", "-m", "training", "train", "--config-dir", config, "--all")
     demo.step("evaluate base and adapters", "-m", "training", "evaluate", "--config-dir", config)
+    demo.step("export the best adapter (merged, GGUF)", "-m", "training", "export", "--config-dir", config)
 
 
 def publish(demo: Demo) -> dict[str, str]:
@@ -137,7 +139,7 @@ def publish(demo: Demo) -> dict[str, str]:
     base_commit = upload_base(env, load_hub_config(DEMO_CONFIG_DIR).base_model_repo)
     # The cards and the Space name the base at the commit just published, as they name the adapter.
     pinned = ["--config-dir", str(DEMO_CONFIG_DIR), "--set", f"base_model_revision={base_commit}"]
-    demo.step("push dataset, adapters and cards", "-m", "hub", "push", *pinned, env=env)
+    demo.step("push dataset, adapters, exports and cards", "-m", "hub", "push", *pinned, env=env)
     demo.step("deploy the Space", "-m", "hub", "deploy-space", *pinned, env=env)
     return env
 
@@ -211,6 +213,7 @@ def print_summary(demo: Demo) -> None:
     print("-" * 72)
     print(f"  Space (chat in your browser):  {demo.space_url}")
     print(f"  Adapter model card:            {demo.hub_url}/{cfg.namespace}/{cfg.adapter_repo}/blob/main/README.md")
+    print(f"  GGUF model card:               {demo.hub_url}/{cfg.namespace}/{cfg.gguf_repo}/blob/main/README.md")
     print(f"  Dataset card:                  {demo.hub_url}/datasets/{cfg.namespace}/{cfg.dataset_repo}/blob/main/README.md")
     print(f"  Evaluation table:              {REPO_ROOT / cfg.eval_dir / 'comparison.md'}")
     print("-" * 72, flush=True)

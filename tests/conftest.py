@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from export_support import tinyllama_export, tinyllama_run, tinyllama_tokenizer_base  # noqa: F401 - fixtures
 from space_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

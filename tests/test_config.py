@@ -60,13 +60,16 @@ def settings_model(path: Path):
     """The config class each shipped settings file is read with (by file name)."""
     from hub.config import HubConfig
     from training.config import EvalConfig
+    from training.export import ExportConfig
 
     from training.search_config import SearchConfig
 
-    return {"data.yaml": DataConfig, "eval.yaml": EvalConfig, "hub.yaml": HubConfig, "search.yaml": SearchConfig}[path.name]
+    return {"data.yaml": DataConfig, "eval.yaml": EvalConfig, "hub.yaml": HubConfig, "search.yaml": SearchConfig,
+            "export.yaml": ExportConfig}[path.name]
 
 
-SETTINGS_FILES = shipped("**/data.yaml") + shipped("**/eval.yaml") + shipped("**/hub.yaml") + shipped("search.yaml")
+SETTINGS_FILES = (shipped("**/data.yaml") + shipped("**/eval.yaml") + shipped("**/hub.yaml") + shipped("search.yaml")
+                  + shipped("**/export.yaml"))
 
 
 @pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))

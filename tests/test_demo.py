@@ -152,6 +152,20 @@ def test_the_card_page_shows_the_example_answers_in_a_browser(demo):
             assert base.strip() and tuned.strip()  # both answers shown, side by side
 
 
+@pytest.mark.browser
+@needs_chromium
+def test_the_gguf_repo_page_shows_how_to_run_it_and_its_checks_in_a_browser(demo):
+    """The demo exported its best adapter and published it: the GGUF repo's card on the local Hub names the
+    commands that resolve its files by type, and each file's size and checks against the adapter."""
+    url = re.search(r"GGUF model card:\s+(\S+)", demo["output"]).group(1)
+    repo = url.split("/blob/")[0].split("/", 3)[3]
+    with chromium_page(url) as page:
+        for command in (f"llama-cli -hf {repo}:Q4_K_M", f"ollama run hf.co/{repo}:Q4_K_M"):
+            assert page.get_by_text(command).count() >= 1, command
+        rows = page.locator("table").filter(has_text="NMSE").locator("tbody tr")
+        assert [row.locator("td").first.inner_text() for row in rows.all()] == ["F16", "Q4_K_M"]
+
+
 def test_ctrl_c_stops_the_space_and_the_hub_server(demo):
     proc = demo["proc"]
     proc.send_signal(signal.SIGINT)

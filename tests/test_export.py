@@ -8,14 +8,12 @@ no SentencePiece model) shows what the template check catches.
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from reliability_support import digests, run_in_process
-from test_train import prepare_data, short_experiment
+from export_support import ZEPHYR_QUESTIONS, ZEPHYR_TYPES, export, read, train_run
+from reliability_support import digests
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,27 +22,6 @@ pytestmark = [
 ]
 FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
 REAL_TYPES = ("F16", "Q8_0", "Q4_K_M")
-
-
-def train_run(work: Path, base: Path, source: Path, examples: int, **changes):
-    """prepare + a short train of `base` into work/runs (with runs/best.json), as `make train` leaves them."""
-    from training.run_outputs import update_best
-    from training.train import train_experiment
-
-    data = prepare_data(work / "data", source, base, examples)
-    config = short_experiment(base, data, work / "runs", **changes)
-    train_experiment(config)
-    update_best(config.runs_dir)
-    return config
-
-
-def export(config, out: Path, *settings: str) -> tuple[int, str, str]:
-    return run_in_process("training", "export", "--set", f"runs_dir={config.runs_dir}", "--set", f"output_dir={out}",
-                          *[arg for setting in settings for arg in ("--set", setting)])
-
-
-def read(folder: Path, name: str) -> dict:
-    return json.loads((folder / name).read_text())
 
 
 # ---------------------------------------------------------------- the real base: SmolLM2, ChatML
@@ -174,48 +151,39 @@ def test_card_facts_come_from_the_folder_alone(real_export, tmp_path):
 # ---------------------------------------------------------------- TinyLlama-shaped: Zephyr
 
 
-@pytest.fixture(scope="module")
-def tinyllama_tokenizer_base(shared_data, tmp_path_factory) -> Path:
-    """The tiny TinyLlama-shaped model with TinyLlama's own tokenizer (SentencePiece, 32,000 pieces)."""
-    from training.tokenizer import load_tokenizer
-    from training.tiny_base import build_model
-
-    folder = tmp_path_factory.mktemp("tinyllama-tokenizer-base")
-    tokenizer = load_tokenizer(shared_data / "tokenizer")
-    tokenizer.save_pretrained(folder)
-    shutil.copy(shared_data / "tokenizer" / "tokenizer.model", folder)
-    build_model(len(tokenizer)).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tinyllama_run(tinyllama_tokenizer_base, sample_flashcards, tmp_path_factory):
-    work = tmp_path_factory.mktemp("zephyr-run")
-    return train_run(work, tinyllama_tokenizer_base, sample_flashcards, 64, generation={"max_new_tokens": 24})
-
-
-def test_zephyr_export_differs_only_by_llama_cpps_space_after_special_tokens(tinyllama_run, tmp_path):
-    """Known gap, caught and refused: llama.cpp's SentencePiece tokenizer puts '▁' before the text after every
-    special token; TinyLlama's tokenizer (legacy=false) does so only at the start. Words split the same (the
-    base's tokenizer.model travels), the template is the same, but after each `</s>` llama.cpp adds one token."""
-    code, _, err = export(tinyllama_run, tmp_path / "exports", "questions=4", "formats=F16")
-    assert code == 6 and "F16 chat template tokens equal on 0/" in err, err[-2000:]
-    assert "'transformers': ['<0x0A>', '<', '|', 'user', '|'], 'llama_cpp': ['▁', '<0x0A>', '<', '|', 'user']" in err
-    assert "merge vs the adapter" not in err and "NMSE" not in err and "greedy" not in err  # all else met
-    assert not (tmp_path / "exports" / "short").exists()
+def test_zephyr_export_tokenizes_every_conversation_as_transformers(tinyllama_export):
+    """TinyLlama's tokenizer (legacy=false) puts '▁' at the start of the text only; llama.cpp's SentencePiece
+    tokenizer, left as converted, before the text after every special token too (one token more after each
+    `</s>`). The GGUF says add_space_prefix=false and its template renders the leading space: the prompt tokens
+    from the template stored in the file are transformers' on every conversation, answers read the same
+    detokenized by llama.cpp and by transformers, and generation stops at `</s>`."""
+    report = read(tinyllama_export, "verification.json")
+    assert report["failures"] == [], report["failures"]
+    manifest = read(tinyllama_export, "export.json")
+    for quant_type in ZEPHYR_TYPES:
+        result = report["gguf"][quant_type]
+        template, greedy = result["template"], result["greedy"]
+        assert template["equal"] == template["conversations"] == report["questions"]["conversations"] > 4
+        assert greedy["detokenized_equal"] == ZEPHYR_QUESTIONS and greedy["stopped_elsewhere"] == 0
+        assert greedy["runaway"] == 0
+        stopped = greedy["greedy_questions"] - greedy["hit_token_limit"]
+        assert greedy["stopped_at_end_of_turn"] == stopped, greedy
+        assert manifest["gguf"][quant_type]["tokenizer"]["add_space_prefix"] is False
+        assert manifest["gguf"][quant_type]["chat_template_sha256"] != manifest["chat"]["chat_template_sha256"]
+    assert report["gguf"]["F16"]["greedy"]["greedy_equal"] == ZEPHYR_QUESTIONS
 
 
-def test_zephyr_gguf_carries_tinyllamas_tokenizer_template_and_stop_token(tinyllama_run, tmp_path):
+def test_zephyr_gguf_carries_tinyllamas_tokenizer_template_and_stop_token(tinyllama_export):
     import gguf
 
-    code, _, err = export(tinyllama_run, tmp_path / "exports", "formats=F16", "verify=false")
-    assert code == 0, err[-2000:]
-    folder = tmp_path / "exports" / "short"
-    assert (folder / "merged" / "tokenizer.model").is_file() and not (folder / "verification.json").exists()
+    folder = tinyllama_export
+    assert (folder / "merged" / "tokenizer.model").is_file()
     reader = gguf.GGUFReader(folder / "gguf" / "short-F16.gguf")
     field = lambda key: reader.get_field(key).contents()  # noqa: E731
     assert field("tokenizer.ggml.model") == "llama" and field("tokenizer.ggml.eot_token_id") == 2  # </s>
-    assert field("tokenizer.chat_template") == (folder / "merged" / "chat_template.jinja").read_text()
+    # the template renders the one leading space that llama.cpp's tokenizer no longer adds (add_space_prefix)
+    assert field("tokenizer.ggml.add_space_prefix") is False
+    assert field("tokenizer.chat_template") == "{{ ' ' }}" + (folder / "merged" / "chat_template.jinja").read_text()
 
 
 def test_a_tokenizer_llama_cpp_splits_differently_is_refused(tiny_base, sample_flashcards, tmp_path):

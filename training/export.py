@@ -117,7 +117,8 @@ def export_experiment(config: ExportConfig, name: str) -> Path:
         gguf = tmp / GGUF_DIR
         gguf.mkdir()
         f16 = gguf / file_name(name, F16)
-        seconds[F16] = convert(tmp / MERGED_DIR, f16, end_of_turn_id(run.adapter_dir), name)
+        end_of_turn, space_at_start = tokenizer_facts(run.adapter_dir)
+        seconds[F16] = convert(tmp / MERGED_DIR, f16, end_of_turn, name, space_at_start)
         for quant_type in types[1:]:
             seconds[quant_type] = quantize(f16, gguf / file_name(name, quant_type), quant_type)
         write_json_atomic(tmp / MANIFEST, manifest(run, config, tmp, types, seconds, base_check))
@@ -128,12 +129,15 @@ def export_experiment(config: ExportConfig, name: str) -> Path:
     return replace_dir(destination, fill)
 
 
-def end_of_turn_id(adapter_dir: Path) -> int:
+def tokenizer_facts(adapter_dir: Path) -> tuple[int, bool]:
+    """What the converter is told of the adapter's tokenizer: the end-of-turn id, and whether its '▁' goes at
+    the start of the text only (training/export_gguf.space_at_start_only)."""
     from training.chat import end_of_turn
+    from training.export_gguf import space_at_start_only
     from training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(adapter_dir)
-    return tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
+    return tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)), space_at_start_only(tokenizer)
 
 
 def check_disk(destination: Path, parameters: int, types: list[str], merged_dtype: str) -> None:
@@ -223,7 +227,8 @@ def card_facts(folder: Path, repo_id: str | None = None) -> dict:
     checks = json.loads(verification.read_text(encoding="utf-8")) if verification.is_file() else None
     facts = []
     for quant_type, entry in data["gguf"].items():
-        fact = {"type": quant_type, "file": entry["file"], "bytes": entry["bytes"]}
+        fact = {"type": quant_type, "file": entry["file"], "bytes": entry["bytes"], "tensor_types": entry["tensor_types"],
+                "made_by": entry["made_by"]}
         if checks:
             fact.update(logits=checks["gguf"][quant_type]["logits"], greedy=checks["gguf"][quant_type]["greedy"],
                         rougeL=checks["rougeL"][quant_type])

@@ -61,20 +61,35 @@ def threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def convert(model_dir: Path, out: Path, end_of_turn: int, name: str) -> float:
-    """F16 GGUF of the merged model folder (`name`: general.name in its metadata); seconds taken."""
+def convert(model_dir: Path, out: Path, end_of_turn: int, name: str, space_at_start: bool) -> float:
+    """F16 GGUF of the merged model folder (`name`: general.name in its metadata); seconds taken.
+    `space_at_start`: see space_at_start_only()."""
     from training.export_runtime import converter_script
 
     return _run_tool("llama.cpp's converter", out, "convert", converter_script().parent, model_dir, out,
-                     "--end-of-turn", end_of_turn, "--name", name)
+                     "--end-of-turn", end_of_turn, "--name", name, *(["--space-at-start-only"] if space_at_start else []))
 
 
-def quantize(source: Path, out: Path, quant_type: str) -> float:
+def space_at_start_only(tokenizer) -> bool:
+    """Whether the tokenizer puts SentencePiece's '▁' before the start of the text but not before text that
+    follows a special token (TinyLlama's, `legacy: false`; Metaspace `prepend_scheme: first`). llama.cpp's
+    SentencePiece tokenizer puts it before both, so such a GGUF is written with its own leading space
+    (export_gguf_tool.convert). Asked of the tokenizer itself rather than read from its files: a byte-level
+    BPE tokenizer (SmolLM2) adds no '▁' anywhere and is left as it is."""
+    def first_piece(text: str) -> str:
+        return tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])[-1]
+
+    return first_piece("b").startswith("▁") and not first_piece(tokenizer.eos_token + "b").startswith("▁")
+
+
+def quantize(source: Path, out: Path, quant_type: str, embedding_type: str | None = None) -> float:
+    """`quant_type` from the F16 file (`embedding_type`: the token embedding and output tensors' type); seconds."""
     from training.export_runtime import load_llama_cpp
 
     load_llama_cpp()  # a missing runtime is said here, not as a failed child process
+    extra = ["--embedding-type", embedding_type] if embedding_type else []
     return _run_tool(f"llama.cpp's quantizer ({quant_type})", out,
-                     "quantize", source, out, "--type", quant_type, "--threads", threads())
+                     "quantize", source, out, "--type", quant_type, "--threads", threads(), *extra)
 
 
 def _run_tool(what: str, out: Path, *args) -> float:
@@ -109,7 +124,8 @@ def describe(path: Path) -> dict:
                       "bos_token_id": value("tokenizer.ggml.bos_token_id"),
                       "eos_token_id": value("tokenizer.ggml.eos_token_id"),
                       "eot_token_id": value("tokenizer.ggml.eot_token_id"),
-                      "add_bos_token": value("tokenizer.ggml.add_bos_token")},
+                      "add_bos_token": value("tokenizer.ggml.add_bos_token"),
+                      "add_space_prefix": value("tokenizer.ggml.add_space_prefix")},
         "chat_template_sha256": sha256_text(value("tokenizer.chat_template")),
     }
 

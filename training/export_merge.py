@@ -152,6 +152,8 @@ def save_merged(model, run: TrainedRun, folder: Path, dtype: str) -> None:
     sentencepiece = sentencepiece_model(run)
     if sentencepiece is not None:
         shutil.copyfile(sentencepiece, folder / SENTENCEPIECE_MODEL)
+    for path in folder.iterdir():
+        path.chmod(0o644)  # safetensors writes owner-only files; a model folder is for everyone to read
 
 
 def sentencepiece_model(run: TrainedRun) -> Path | None:
@@ -174,5 +176,3 @@ def sentencepiece_model(run: TrainedRun) -> Path | None:
             return Path(hf_hub_download(base, SENTENCEPIECE_MODEL, revision=run.config.base_model_revision))
         except EntryNotFoundError:  # a byte-level BPE base (SmolLM2) has none
             return None
-    for path in folder.iterdir():
-        path.chmod(0o644)  # safetensors writes owner-only files; a model folder is for everyone to read

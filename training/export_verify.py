@@ -244,10 +244,12 @@ def run_gguf(path: Path, tokenizer, questions: Questions, decoding: Decoding, me
         vocab = llm._model.vocab
         answers = [greedy_gguf(llm, prompt, decoding, lambda t: lib.llama_vocab_is_eog(vocab, t))
                    for prompt in questions.prompt_ids]
+        detokenized = sum(llm.detokenize(a.ids).decode("utf-8", errors="replace") ==
+                          tokenizer.decode(a.ids, skip_special_tokens=True) for a in answers)
     finally:
         llm.close()
     stops = [a.ids[-1] for a in answers if a.stopped]
-    report["greedy"] = {**greedy_agreement(merged.answers, answers),
+    report["greedy"] = {**greedy_agreement(merged.answers, answers), "detokenized_equal": detokenized,
                         "stopped_at_end_of_turn": sum(t == decoding.end_of_turn for t in stops),
                         "stopped_elsewhere": sum(t not in decoding.stop_ids for t in stops)}
     return report, answers
@@ -371,6 +373,9 @@ def failures(report: dict) -> list[str]:
         if name in MAX_NMSE and not result["logits"]["nmse"] <= MAX_NMSE[name]:
             (gated if name in GATED else reported).append(
                 f"{name} logit NMSE {result['logits']['nmse']:.2e} > {MAX_NMSE[name]:g}")
+        if result["greedy"]["detokenized_equal"] != result["greedy"]["greedy_questions"]:
+            gated.append(f"{name}: llama.cpp detokenizes {result['greedy']['greedy_questions'] - result['greedy']['detokenized_equal']}"
+                         " answers to other text than the tokenizer does")
         if result["greedy"]["stopped_elsewhere"]:
             gated.append(f"{name}: {result['greedy']['stopped_elsewhere']} answers stopped at a token that is not a stop token")
     return gated, reported
