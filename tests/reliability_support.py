@@ -33,6 +33,17 @@ MEDQA_ROWS = [
 ]
 
 
+def interactive_signals() -> None:
+    """`preexec_fn` of a child that a test stops with Ctrl-C: SIGINT as an interactive terminal has it.
+
+    A shell's background job (`cmd &`, as CI runners and nohup start test suites) inherits SIGINT ignored, and a
+    Python started with it ignored never raises KeyboardInterrupt: the test would stop nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def cli(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m <module> args...` from the repo root, output captured as text."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reliability_support import REPO_ROOT, check_one_line_error, digests, run_in_process
+from reliability_support import REPO_ROOT, check_one_line_error, digests, interactive_signals, run_in_process
 from common.atomic import OWNER_MARKER
 from common.errors import EXIT_DATA, EXIT_ENV, EXIT_USAGE
 from training.run_folder import RunLock, lock_path, staging_dir
@@ -454,7 +454,8 @@ SIGNAL_AT_STEP = textwrap.dedent("""
 def stopped_retrain(world: World, tmp: Path, signal_name: str, *sets: str) -> subprocess.CompletedProcess:
     argv = train_argv(world, tmp, *sets)[1:]  # without the package: the script runs training's CLI
     return subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP, signal_name, "3", *argv], cwd=REPO_ROOT,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+                          preexec_fn=interactive_signals)
 
 
 @pytest.mark.slow

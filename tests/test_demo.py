@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from demo_support import copy_repo
+from reliability_support import interactive_signals
 from space_support import chromium_page, free_port, needs_chromium
 
 pytestmark = [pytest.mark.slow]
@@ -31,7 +32,7 @@ def demo(tmp_path_factory):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "offline", "demo", "--hub-port", str(hub_port), "--space-port", str(space_port)],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=interactive_signals,
         )
     deadline = time.monotonic() + 900
     while READY not in log_path.read_text() and proc.poll() is None and time.monotonic() < deadline:

@@ -208,7 +208,7 @@ def test_ctrl_c_mid_export_keeps_the_earlier_one_whole(tinyllama_run, tmp_path):
     import sys
     import time
 
-    from reliability_support import REPO_ROOT, check_one_line_error
+    from reliability_support import REPO_ROOT, check_one_line_error, interactive_signals
 
     config, folder = tinyllama_run, tmp_path / "exports" / "short"
     code, _, err = export(config, folder.parent, "formats=F16", "verify=false")
@@ -219,7 +219,8 @@ def test_ctrl_c_mid_export_keeps_the_earlier_one_whole(tinyllama_run, tmp_path):
         process = subprocess.Popen(
             [sys.executable, "-m", "training", "export", "--set", f"runs_dir={config.runs_dir}",
              "--set", f"output_dir={folder.parent}", "--set", "formats=F16,Q8_0", "--set", "verify=false"],
-            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.DEVNULL, stderr=err)
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.DEVNULL, stderr=err,
+            preexec_fn=interactive_signals)
         deadline = time.monotonic() + 600
         while not list(folder.parent.glob(".short.tmp-*/gguf/*.gguf")) and process.poll() is None:
             assert time.monotonic() < deadline, "the export never reached its GGUF step"
