@@ -432,6 +432,41 @@ def test_full_disk_while_pushing_is_one_line_and_changes_no_file(name, world, tm
         run_case(Case(name, lambda w, t: argv, EXIT_ENV, PUSH_DISK_CASES[name]), world, tmp_path, monkeypatch)
 
 
+def test_dry_run_replaces_only_its_own_earlier_output_and_a_failed_one_keeps_it(world, tmp_path, monkeypatch):
+    """A second `--dry-run` into the same folder: failing half-way (a full disk after the first release), it
+    leaves the earlier dry run byte-identical and nothing beside it; succeeding, it replaces it as a whole. The
+    earlier dry run's files are hard links into runs/ and data/: removing it leaves those files as they were."""
+    import errno
+
+    import hub.publish
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "dry"
+    code, _, err = run_in_process(*dry_run_argv(world, tmp_path, out))
+    assert code == 0, err
+    sources, earlier, listed = digests(world.root), digests(out), entries(tmp_path)
+    assert any(p.stat().st_nlink > 1 for p in out.rglob("*.safetensors"))  # the adapters: links into runs/
+
+    write_files, written = hub.publish.write_files, []
+
+    def fills_the_disk(files, dest):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+        written.append(dest)
+        write_files(files, dest)
+
+    monkeypatch.setattr(hub.publish, "write_files", fills_the_disk)
+    code, _, err = run_in_process(*dry_run_argv(world, tmp_path, out))
+    check_one_line_error(code, err, EXIT_ENV, "No space left on device")
+    assert written and digests(out) == earlier and entries(tmp_path) == listed
+
+    monkeypatch.setattr(hub.publish, "write_files", write_files)
+    code, _, err = run_in_process(*dry_run_argv(world, tmp_path, out))
+    assert code == 0, err
+    assert digests(world.root) == sources and entries(tmp_path) == listed
+    assert (out / OWNER_MARKER).is_file()
+
+
 # ---- a re-train that fails or is stopped leaves the finished run as it was ----------------------------
 
 SIGNAL_AT_STEP = textwrap.dedent("""
