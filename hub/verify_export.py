@@ -10,12 +10,11 @@ VerificationError (exit 6): nothing moves.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import VerificationError
-from common.hub_errors import explain, first_line, redact
+from hub.verify import fresh_cache, load_adapter
 
 GGUF_TYPE = re.compile(r"-([A-Z0-9_]+)\.gguf$")  # <experiment>-<TYPE>.gguf (training/export_gguf.file_name)
 INTERVALS = {"resamples": 200, "confidence": 0.95, "seed": 42}  # the ROUGE-L intervals here are not gated
@@ -33,13 +32,8 @@ class Pushed:
 def verify_exports(merged: Pushed, gguf: Pushed, adapter: Pushed, base: tuple[str, str | None], data_dir: Path,
                    questions: int, token: str | None) -> dict:
     """The verification report of the pushed exports (training/export_verify.verify_export's)."""
-    with tempfile.TemporaryDirectory(prefix="verify-exports-") as cache:
-        try:
-            report = _check(merged, gguf, adapter, base, data_dir, questions, token, cache)
-        except Exception as exc:  # any failure (download, format, load, generate) means "do not promote"
-            hub_failure = explain(exc, merged.repo, merged.commit)
-            detail = "; ".join(hub_failure) if hub_failure else f"{exc.__class__.__name__}: {first_line(exc)}"
-            raise VerificationError(f"{merged}, {gguf} failed verification, not promoted ({redact(detail, token)})") from None
+    with fresh_cache(f"{merged}, {gguf}", merged.repo, merged.commit, token) as cache:
+        report = _check(merged, gguf, adapter, base, data_dir, questions, token, cache)
     if report["failures"]:
         raise VerificationError(f"{merged}, {gguf} failed verification, not promoted: {'; '.join(report['failures'])}")
     return report
@@ -62,14 +56,6 @@ def _check(merged: Pushed, gguf: Pushed, adapter: Pushed, base, data_dir, questi
     contract = read_contract(merged_dir)
     asked = V.load_questions(data_dir, "test", questions, tokenizer, contract.system_prompt)
 
-    def load_adapter():
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(base[0], revision=base[1], dtype=torch.float32)
-        return PeftModel.from_pretrained(model, adapter.repo, revision=adapter.commit, cache_dir=cache, token=token).eval()
-
-    report, _ = V.verify_export(load_adapter, merged_dir, files, asked, tokenizer,
-                                V.decoding_of(contract.generation, tokenizer), INTERVALS)
+    report, _ = V.verify_export(lambda: load_adapter(adapter.repo, adapter.commit, *base, token, cache), merged_dir,
+                                files, asked, tokenizer, V.decoding_of(contract.generation, tokenizer), INTERVALS)
     return report
