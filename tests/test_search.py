@@ -7,6 +7,7 @@ search killed mid-way continuing where it stopped (the killed trial from its che
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,11 +47,11 @@ def search_data(tiny_base, tmp_path_factory) -> Path:
     return out
 
 
-def write_search(folder: Path, base: Path, data: Path, **search) -> tuple[Path, Path]:
+def write_search(folder: Path, base: Path, data: Path, max_steps: int = 4, **search) -> tuple[Path, Path]:
     """configs/experiments/tiny.yaml and configs/search.yaml under `folder`; (search.yaml, configs/)."""
     config_dir = folder / "configs"
     (config_dir / "experiments").mkdir(parents=True)
-    experiment = {**TINY_EXPERIMENT, "base_model": str(base), "data_dir": str(data)}
+    experiment = {**TINY_EXPERIMENT, "max_steps": max_steps, "base_model": str(base), "data_dir": str(data)}
     (config_dir / "experiments" / "tiny.yaml").write_text(yaml.safe_dump(experiment))
     settings = {
         "study": "tiny", "experiment": "tiny", "trials": 4, "output_dir": str(folder / "search"),
@@ -238,7 +239,10 @@ def test_killed_search_continues_where_it_stopped(tmp_path, tiny_base, search_da
     killed trials from their checkpoints: no trial lost, none trained twice from the start."""
     from optuna.trial import TrialState
 
-    path, config_dir = write_search(tmp_path, tiny_base, search_data, workers=2,
+    # Eight steps a trial, a checkpoint every two: from its first checkpoint a trial has six steps left to be
+    # caught in (a fast machine ran a 4-step study whole between two looks at a checkpoint that lives 2 steps).
+    steps = 8
+    path, config_dir = write_search(tmp_path, tiny_base, search_data, max_steps=steps, workers=2,
                                     pruner={"name": "NopPruner"})
     folder = tmp_path / "search" / "tiny"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
@@ -246,17 +250,17 @@ def test_killed_search_continues_where_it_stopped(tmp_path, tiny_base, search_da
                                str(config_dir)], cwd=REPO_ROOT, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     staged = folder / "runs" / ".in-progress"
+    mid_training = [f"tiny-*/checkpoints/checkpoint-{step}/trainer_state.json" for step in range(2, steps, 2)]
     deadline = time.monotonic() + 600
     try:
-        while True:
-            assert search.poll() is None, search.stderr.read().decode()[-3000:]
+        while not any(next(staged.glob(pattern), None) for pattern in mid_training):
+            assert search.poll() is None, "the search ended before a trial was caught mid-training:\n" + \
+                search.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-            checkpoints = list(staged.glob("tiny-*/checkpoints/checkpoint-2/trainer_state.json"))
-            if checkpoints:
-                break
-            time.sleep(0.5)
+            time.sleep(0.1)
     finally:
-        os.killpg(search.pid, signal.SIGKILL)  # the search and its workers, mid-trial, without warning
+        with contextlib.suppress(ProcessLookupError):  # already gone: the assertion above says why
+            os.killpg(search.pid, signal.SIGKILL)  # the search and its workers, mid-trial, without warning
         search.wait()
     interrupted = {t.number for t in study_trials(folder) if t.state == TrialState.RUNNING}
     assert interrupted, "the kill should have caught a trial running"
@@ -274,7 +278,7 @@ def test_killed_search_continues_where_it_stopped(tmp_path, tiny_base, search_da
     assert len([t for t in trials if t["state"] in STUDY_STATES]) == 4  # none trained twice
     for number, trial in finished.items():  # each trial's run is the one run of its slot, finished
         assert trial["run"] == str(folder / "runs" / f"tiny-{number:03d}")
-        assert json.loads((Path(trial["run"]) / "metrics.json").read_text())["steps"] == 4
+        assert json.loads((Path(trial["run"]) / "metrics.json").read_text())["steps"] == steps
     log = (folder / "logs" / "worker-0.log").read_text()
     resumed = [n for n in interrupted if f"resuming from {staged / f'tiny-{n:03d}'}" in log]
     assert resumed, "an interrupted trial with a checkpoint continues from it"
