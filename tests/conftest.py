@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from export_support import tinyllama_export, tinyllama_run, tinyllama_tokenizer_base  # noqa: F401 - fixtures
+from export_support import tinyllama_export, tinyllama_run, tinyllama_tokenizer_base, train_run  # noqa: F401 - fixtures
 from space_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REAL_FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="medqa-tests-"))
 HUB_PORT = free_port()
@@ -71,6 +72,17 @@ def real_base() -> Path:
     except EnvironmentProblem as exc:  # the package (or gguf) is not installed: make setup installs both
         pytest.skip(f"real weights not installed: {exc}")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_fine_tune(real_base, shared_data, tmp_path_factory):
+    """The one short fine-tune of the real base that the real-weight tests share (a minute or two on 2 cores):
+    exp1's LoRA (r 16 on the attention projections), 10 optimizer steps of 8 of 240 real flashcards at lr 1e-3,
+    answers up to 64 tokens, runs/best.json written as `make train` leaves it. Its config; tests only read it."""
+    return train_run(tmp_path_factory.mktemp("real-fine-tune"), real_base, shared_data / REAL_FLASHCARDS, 240,
+                     name="real", learning_rate=1e-3, max_steps=10, eval_steps=10, save_steps=10, logging_steps=5,
+                     lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+                     generation={"max_new_tokens": 64})
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
-"""`make demo` end to end, on the real base (SmolLM2-135M-Instruct): from a copy of the repo with
-nothing generated, the demo leaves a running Space that streams a real answer to a headless browser
-and to gradio_client, and a model card on the local Hub showing the adapter beating the base, with
-example answers, the base's real size and the base at the commit the demo published it at."""
+"""`make demo` end to end, on the real base (SmolLM2-135M-Instruct): from a copy of the repo with nothing
+generated but the real base (the session's, already built; its build is tested in test_real_base.py, and the demo's
+build stage finds it up to date), the demo leaves a running Space that streams a real answer to a headless browser
+and to gradio_client, and a model card on the local Hub showing the adapter beating the base, with example answers,
+the base's real size and the base at the commit the demo published it at."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +26,10 @@ READY = "Press Ctrl-C to stop"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(real_base, tmp_path_factory):
     root = copy_repo(tmp_path_factory.mktemp("demo-repo"))
+    # Hard links: the demo reads the base and would swap in a new folder, never write into these files.
+    shutil.copytree(real_base, root / "artifacts" / "real-base", copy_function=os.link)
     log_path = root / "demo.log"
     hub_port, space_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}

@@ -12,7 +12,6 @@ from reliability_support import check_one_line_error, digests, run_in_process
 from common.errors import EXIT_DATA
 
 pytestmark = [pytest.mark.slow]
-FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
 QUESTION = "What are the main symptoms of type 2 diabetes?"
 
 
@@ -122,43 +121,22 @@ def test_a_model_folder_without_chat_template_is_one_line(real_base, tmp_path):
 
 # ---- fine-tuning on real flashcards, pushing, loading back -------------------------------------
 
-@pytest.fixture(scope="module")
-def real_run(real_base, shared_data, tmp_path_factory):
-    """10 optimizer steps of 8 real flashcards on the real base (about a minute on 2 cores)."""
-    from common.yaml_config import validate
-    from training.config import DataConfig, ExperimentConfig
-    from training.prepare import prepare
-    from training.train import train_experiment
-
-    work = tmp_path_factory.mktemp("real-run")
-    data_dir = work / "data"
-    prepare(DataConfig(source=str(shared_data / FLASHCARDS), revision=None, tokenizer=str(real_base),
-                       tokenizer_revision=None, max_examples=240, output_dir=data_dir))
-    config = validate(ExperimentConfig, dict(
-        name="real", base_model=str(real_base), base_revision=None, data_dir=str(data_dir),
-        runs_dir=str(work / "runs"), learning_rate=1e-3, per_device_batch_size=4, effective_batch_size=8,
-        max_steps=10, eval_steps=10, save_steps=10, logging_steps=5, max_seq_length=256, quantization="none",
-        lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    ), "test")
-    return config, train_experiment(config)
-
-
-def test_a_short_fine_tune_on_real_flashcards_lowers_validation_loss(real_run):
-    config, _ = real_run
+def test_a_short_fine_tune_on_real_flashcards_lowers_validation_loss(real_fine_tune):
+    config = real_fine_tune
     metrics = json.loads((config.run_dir / "metrics.json").read_text())
     assert metrics["final_eval_loss"] < metrics["initial_eval_loss"] - 0.05, metrics["eval_loss"]
     generation = json.loads((config.run_dir / "adapter" / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [2]  # <|im_end|>, ChatML's end of turn (also SmolLM2's eos)
 
 
-def test_pushed_adapter_loads_by_revision_and_generates_the_same_text(real_run, real_base, hub_server, hub_token):
+def test_pushed_adapter_loads_by_revision_and_generates_the_same_text(real_fine_tune, real_base, hub_server, hub_token):
     from huggingface_hub import HfApi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from training.tokenizer import load_tokenizer
 
-    config, _ = real_run
+    config = real_fine_tune
     adapter = config.run_dir / "adapter"
     tokenizer = load_tokenizer(adapter)
     local = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(real_base), adapter).eval()
