@@ -17,7 +17,6 @@ from space_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-REAL_FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="medqa-tests-"))
 HUB_PORT = free_port()
@@ -38,6 +37,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (it sits beside the checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_flashcards(shared_data) -> Path:
+    """The 3,396 real medalpaca flashcards (JSON rows: instruction, input, output) in ../shared/data."""
+    return shared_data / "flashcards" / "medical_flashcards_test_3396.json"
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +80,12 @@ def real_base() -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_fine_tune(real_base, shared_data, tmp_path_factory):
+def real_fine_tune(real_base, real_flashcards, tmp_path_factory):
     """The one short fine-tune of the real base that the real-weight tests share (a minute or two on 2 cores):
     exp1's LoRA (r 16 on the attention projections), 5 optimizer steps of 8 of 240 real flashcards at lr 1e-3
     (validation loss 2.016 -> 1.815), answers up to 64 tokens, runs/best.json written as `make train`
     leaves it. Its config; tests only read it."""
-    return train_run(tmp_path_factory.mktemp("real-fine-tune"), real_base, shared_data / REAL_FLASHCARDS, 240,
+    return train_run(tmp_path_factory.mktemp("real-fine-tune"), real_base, real_flashcards, 240,
                      name="real", learning_rate=1e-3, max_steps=5, eval_steps=5, save_steps=5, logging_steps=5,
                      lora={"r": 16, "alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
                      generation={"max_new_tokens": 64})

@@ -158,9 +158,8 @@ def test_prepare_is_byte_identical_and_replaces_output(tmp_path, sample_flashcar
     assert report_a["splits"] == {"train": 80, "validation": 10, "test": 10}
 
 
-def test_prepare_real_flashcards_with_real_tokenizer(tmp_path, shared_data, real_tokenizer):
-    source = shared_data / "flashcards" / "medical_flashcards_test_3396.json"
-    config = data_config(tmp_path, source, shared_data / "tokenizer", max_examples=200)
+def test_prepare_real_flashcards_with_real_tokenizer(tmp_path, shared_data, real_flashcards, real_tokenizer):
+    config = data_config(tmp_path, real_flashcards, shared_data / "tokenizer", max_examples=200)
     report = prepare(config)
     assert report["rows_out"] == 200 and report["dropped"]["empty_question"] + report["dropped"]["empty_answer"] > 0
     row = load_splits(config.output_dir)["train"][0]

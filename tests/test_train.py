@@ -139,10 +139,10 @@ def test_every_lora_parameter_changed(trained):
 
 
 @pytest.mark.slow
-def test_eos_after_answer_is_a_label_with_real_tokenizer(shared_data, real_tokenizer, tiny_base, tmp_path):
+def test_eos_after_answer_is_a_label_with_real_tokenizer(shared_data, real_flashcards, real_tokenizer, tiny_base,
+                                                         tmp_path):
     """pad == eos in TinyLlama: the answer's closing eos must stay a label, the prompt must not be."""
-    data = prepare_data(tmp_path / "data", shared_data / "flashcards" / "medical_flashcards_test_3396.json",
-                        shared_data / "tokenizer", 40)
+    data = prepare_data(tmp_path / "data", real_flashcards, shared_data / "tokenizer", 40)
     config = short_experiment(tiny_base, data, tmp_path / "runs")
     data = training_data(config, real_tokenizer)
     plan = TrainingPlan.resolve(config, Device.detect(), data.lengths)

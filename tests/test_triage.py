@@ -19,7 +19,6 @@ from space_support import space_importable
 CASES = Path(__file__).resolve().parent / "data" / "triage_cases.jsonl"
 MIN_RECALL = 0.98
 MAX_BANNER_RATE = 0.10
-FLASHCARDS = "flashcards/medical_flashcards_test_3396.json"
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +64,8 @@ def test_most_emergencies_are_put_in_their_own_category(safety, cases):
     assert share >= 0.9
 
 
-def test_banner_rate_on_real_flashcard_questions(safety, shared_data):
-    rows = json.loads((shared_data / FLASHCARDS).read_text(encoding="utf-8"))
+def test_banner_rate_on_real_flashcard_questions(safety, real_flashcards):
+    rows = json.loads(real_flashcards.read_text(encoding="utf-8"))
     questions = [row["input"] for row in rows if row["input"].strip()]
     bannered = [q for q in questions if safety.emergency_guidance(q)]
     rate = len(bannered) / len(questions)
