@@ -2,7 +2,7 @@
 
 `python -m training search` exactly as a user runs it: a study of `--trials` trials (24) of exp1 on
 SmolLM2-135M-Instruct with all real flashcards, `--workers` trials at a time on the one GPU, pruned on
-their validation losses. Then exp1 at the current default is trained the same way, and the best trial and
+their validation losses. Beside it, exp1 at the current default is trained the same way, and the best trial and
 exp1 are evaluated on the test split: ROUGE-L of each and the paired interval of their difference
 (bench/quality_runs.py). Targets (issue #29): the study in <= 15 minutes of one GPU (9 to fit one device
 call), its best trial's final validation loss below exp1's, its ROUGE-L not lower beyond the interval.
@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -71,9 +72,16 @@ def main(argv=None) -> int:
     data = prepare(work, args.base, args.flashcards, 120 if args.smoke else "all", logs)
 
     config = write_search_config(work, args.base, data, args.trials, args.workers, args.smoke)
-    search_start = time.perf_counter()
-    cli(["training", "search", "--config", str(config)], logs / "search.log", env={"OMP_NUM_THREADS": "2"})
-    search_wall = time.perf_counter() - search_start
+    # exp1 at the current default, trained as `train` does, beside the study (one more process on the GPU for
+    # about a minute) and into a runs folder of its own: the study owns its runs folder while it runs.
+    exp1_settings = {"quantization": "none", **({k: SMOKE[k] for k in SMOKE} if args.smoke else {})}
+    with ThreadPoolExecutor(1) as pool:
+        exp1_training = pool.submit(train, [Run("exp1", "exp1")], args.base, data, work / "exp1", logs, 1,
+                                    exp1_settings)
+        search_start = time.perf_counter()
+        cli(["training", "search", "--config", str(config)], logs / "search.log", env={"OMP_NUM_THREADS": "2"})
+        search_wall = time.perf_counter() - search_start
+        exp1_training.result()
     folder = work / "search" / STUDY
     summary = json.loads((folder / "study.json").read_text())
     trials = json.loads((folder / "trials.json").read_text())
@@ -82,10 +90,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"no trial completed: see {logs / 'search.log'} and {folder / 'logs'}")
     best_name = Path(best["run"]).name
 
-    # exp1 at the current default, trained as `train` does into the study's runs folder, so that one
-    # `evaluate` compares base, exp1 and the best trial on the same questions.
-    exp1_settings = {"quantization": "none", **({k: SMOKE[k] for k in SMOKE} if args.smoke else {})}
-    train([Run("exp1", "exp1")], args.base, data, folder, logs, 1, exp1_settings)
+    # exp1 joins the study's runs, so that one `evaluate` compares base, exp1 and the best trial on the same questions.
+    shutil.copytree(RunsDir(work / "exp1" / "runs").run("exp1").path, RunsDir(folder / "runs").run("exp1").path)
     evaluate_settings = [f"data_dir={data}", f"runs_dir={folder / 'runs'}", f"output_dir={folder / 'eval'}",
                          f"models=base,exp1,{best_name}", "medqa=null", f"base_model={args.base}",
                          *(SMOKE_EVALUATE if args.smoke else [])]
@@ -103,7 +109,7 @@ def main(argv=None) -> int:
         "best": {"trial": best["number"], "settings": {**SETTINGS, **best["params"]},
                  "final_eval_loss": best["final_eval_loss"], "train_seconds": best["train_seconds"],
                  "rougeL": comparison["models"][best_name]["rougeL"]["value"]},
-        "exp1": {"settings": {"experiment": "exp1 (defaults)", **exp1_settings},
+        "exp1": {"settings": {"experiment": "exp1 (defaults)", **exp1_settings}, "trained_beside_the_study": True,
                  "final_eval_loss": exp1_metrics["final_eval_loss"],
                  "train_seconds": exp1_metrics["eval_loss"][-1].get("train_seconds"),
                  "rougeL": comparison["models"]["exp1"]["rougeL"]["value"]},
