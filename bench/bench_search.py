@@ -32,7 +32,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import result_path  # noqa: E402
+from bench.common import gpu_slug, result_path  # noqa: E402
 from bench.quality_runs import FLASHCARDS, Run, base_record, cli, paired_difference, prepare, train  # noqa: E402
 from common.atomic import write_json_atomic  # noqa: E402
 from training.layout import EvalRoot, RunsDir  # noqa: E402
@@ -66,23 +66,20 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--workers", type=int, default=6, help="trials at once on the GPU")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a CPU check of the script")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate a study trained on another machine (its --work folder, brought here)")
     args = parser.parse_args(argv)
     work, logs = args.work, args.work / "logs"
     start = time.perf_counter()
     data = prepare(work, args.base, args.flashcards, 120 if args.smoke else "all", logs)
-
-    config = write_search_config(work, args.base, data, args.trials, args.workers, args.smoke)
-    # exp1 at the current default, trained as `train` does, beside the study (one more process on the GPU for
-    # about a minute) and into a runs folder of its own: the study owns its runs folder while it runs.
+    folder, trained = work / "search" / STUDY, work / "study_trained.json"
     exp1_settings = {"quantization": "none", **({k: SMOKE[k] for k in SMOKE} if args.smoke else {})}
-    with ThreadPoolExecutor(1) as pool:
-        exp1_training = pool.submit(train, [Run("exp1", "exp1")], args.base, data, work / "exp1", logs, 1,
-                                    exp1_settings)
-        search_start = time.perf_counter()
-        cli(["training", "search", "--config", str(config)], logs / "search.log", env={"OMP_NUM_THREADS": "2"})
-        search_wall = time.perf_counter() - search_start
-        exp1_training.result()
-    folder = work / "search" / STUDY
+    if not args.evaluate_only:
+        search_wall = train_study(args, work, data, exp1_settings)
+        # what the evaluation needs from the study's machine, when it runs on another (--evaluate-only)
+        write_json_atomic(trained, {"gpu": gpu_slug(), "search_wall_s": round(search_wall, 1),
+                                    "wall_s": round(time.perf_counter() - start, 1)})
+    study = json.loads(trained.read_text())
     summary = json.loads((folder / "study.json").read_text())
     trials = json.loads((folder / "trials.json").read_text())
     best = summary["best"]
@@ -90,8 +87,6 @@ def main(argv=None) -> int:
         raise SystemExit(f"no trial completed: see {logs / 'search.log'} and {folder / 'logs'}")
     best_name = Path(best["run"]).name
 
-    # exp1 joins the study's runs, so that one `evaluate` compares base, exp1 and the best trial on the same questions.
-    shutil.copytree(RunsDir(work / "exp1" / "runs").run("exp1").path, RunsDir(folder / "runs").run("exp1").path)
     evaluate_settings = [f"data_dir={data}", f"runs_dir={folder / 'runs'}", f"output_dir={folder / 'eval'}",
                          f"models=base,exp1,{best_name}", "medqa=null", f"base_model={args.base}",
                          *(SMOKE_EVALUATE if args.smoke else [])]
@@ -104,7 +99,7 @@ def main(argv=None) -> int:
         "benchmark": "python -m training search: a study of exp1 on SmolLM2-135M-Instruct, all real flashcards, "
                      "several trials at a time on one GPU; best trial vs exp1 at the default",
         "trials": found["done"], "complete": found["complete"], "pruned": found["pruned"], "failed": found["failed"],
-        "interrupted": found["interrupted"], "workers": args.workers, "wall_s": round(search_wall, 1),
+        "interrupted": found["interrupted"], "workers": args.workers, "wall_s": study["search_wall_s"],
         "train_seconds_total": summary["train_seconds_total"],
         "best": {"trial": best["number"], "settings": {**SETTINGS, **best["params"]},
                  "final_eval_loss": best["final_eval_loss"], "train_seconds": best["train_seconds"],
@@ -119,19 +114,37 @@ def main(argv=None) -> int:
         "importances": summary["importances"],
         "table": [{k: t[k] for k in ("number", "state", "params", "final_eval_loss", "last_eval_loss", "steps",
                                      "train_seconds", "wall_s", "error")} for t in trials],
-        "total_wall_s": round(time.perf_counter() - start, 1),
+        "study_and_exp1_wall_s": study["wall_s"], "evaluated_on": gpu_slug(),
         "data": json.loads((data / "data_report.json").read_text())["splits"], "base": base_record(args.base),
         "provenance": summary["provenance"], "smoke": args.smoke,
     }
     record["targets"] = targets(record)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = result_path(args.out, "search")
+    path = result_path(args.out, "search", gpu=study["gpu"])
     write_json_atomic(path, record)
     shutil.copyfile(folder / "loss_vs_train_seconds.png", path.with_suffix(".png"))
     print(json.dumps({k: record[k] for k in ("trials", "pruned", "failed", "wall_s", "best", "exp1",
                                              "paired_rougeL_best_minus_exp1", "targets")}, indent=1))
     print(f"wrote {path}")
     return 0
+
+
+def train_study(args, work: Path, data: Path, exp1_settings: dict) -> float:
+    """The study, and exp1 at the current default trained as `train` does beside it (one more process on the
+    GPU for about a minute) into a runs folder of its own (the study owns its runs folder while it runs), then
+    copied into the study's runs: one `evaluate` compares base, exp1 and the best trial on the same questions."""
+    config = write_search_config(work, args.base, data, args.trials, args.workers, args.smoke)
+    with ThreadPoolExecutor(1) as pool:
+        exp1_training = pool.submit(train, [Run("exp1", "exp1")], args.base, data, work / "exp1", work / "logs", 1,
+                                    exp1_settings)
+        search_start = time.perf_counter()
+        cli(["training", "search", "--config", str(config)], work / "logs" / "search.log",
+            env={"OMP_NUM_THREADS": "2"})
+        search_wall = time.perf_counter() - search_start
+        exp1_training.result()
+    folder = work / "search" / STUDY
+    shutil.copytree(RunsDir(work / "exp1" / "runs").run("exp1").path, RunsDir(folder / "runs").run("exp1").path)
+    return search_wall
 
 
 def write_search_config(work: Path, base: Path, data: Path, trials: int, workers: int, smoke: bool) -> Path:

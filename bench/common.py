@@ -150,10 +150,11 @@ def gpu_slug() -> str:
     return (found.group(1) if found else re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")).lower()
 
 
-def result_path(folder: Path, what: str, suffix: str = ".json") -> Path:
+def result_path(folder: Path, what: str, suffix: str = ".json", gpu: str | None = None) -> Path:
     """Where a benchmark writes its result: `<folder>/<date>-<gpu>-<what><suffix>`, the machine named by
-    the device torch runs on (never by the script), so a file says which GPU produced it."""
-    return Path(folder) / f"{datetime.date.today()}-{gpu_slug()}-{what}{suffix}"
+    the device torch runs on (never by the script), so a file says which GPU produced it; `gpu`: a gpu_slug()
+    recorded on the machine that did the work, when a later step finishes the record elsewhere."""
+    return Path(folder) / f"{datetime.date.today()}-{gpu or gpu_slug()}-{what}{suffix}"
 
 
 def synchronize(device: torch.device) -> None:

@@ -65,6 +65,15 @@ collect() {  # the T4 summary of what has finished, every results file, and one 
   cp $S/results/*.json "$OUT"/ 2>/dev/null
   tar czf "$OUT/parts.tgz" -C $S t4/parts logs search/search/smollm2/README.md search/search/smollm2/trials.json \
       search/logs rotations/logs 2>/dev/null
+  # A study trained but not yet evaluated (the device time ran out): what `bench_search.py --evaluate-only` needs
+  # elsewhere (the study's records, exp1's and the best trial's runs), in pieces of at most 15 MiB
+  if [[ -f $S/search/study_trained.json && -z $(ls $S/results/*-search.json 2>/dev/null) ]]; then
+    local best=$($PY -c "import json, pathlib; print(pathlib.Path(json.load(open('$S/search/search/smollm2/study.json'))\
+['best']['run']).name)")
+    tar czf - -C $S --exclude='checkpoint-*' search/study_trained.json search/search/smollm2/study.json \
+      search/search/smollm2/trials.json search/search/smollm2/loss_vs_train_seconds.png \
+      search/search/smollm2/runs/exp1 search/search/smollm2/runs/$best | split -b 15M - "$OUT/study.tgz.part-"
+  fi
   ls -la "$OUT"
 }
 
