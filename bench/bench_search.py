@@ -68,13 +68,18 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a CPU check of the script")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate a study trained on another machine (its --work folder, brought here)")
+    parser.add_argument("--cut-short", action="store_true",
+                        help="the device time is ending: record the study so far for --evaluate-only elsewhere")
     args = parser.parse_args(argv)
     work, logs = args.work, args.work / "logs"
+    if args.cut_short:
+        return record_cut_short(work)
     start = time.perf_counter()
     data = prepare(work, args.base, args.flashcards, 120 if args.smoke else "all", logs)
     folder, trained = work / "search" / STUDY, work / "study_trained.json"
     exp1_settings = {"quantization": "none", **({k: SMOKE[k] for k in SMOKE} if args.smoke else {})}
     if not args.evaluate_only:
+        write_json_atomic(work / "study_started.json", {"gpu": gpu_slug(), "unix_time": time.time()})
         search_wall = train_study(args, work, data, exp1_settings)
         # what the evaluation needs from the study's machine, when it runs on another (--evaluate-only)
         write_json_atomic(trained, {"gpu": gpu_slug(), "search_wall_s": round(search_wall, 1),
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
                      "several trials at a time on one GPU; best trial vs exp1 at the default",
         "trials": found["done"], "complete": found["complete"], "pruned": found["pruned"], "failed": found["failed"],
         "interrupted": found["interrupted"], "workers": args.workers, "wall_s": study["search_wall_s"],
+        "study_cut_short_by_device_time": study.get("cut_short", False),
         "train_seconds_total": summary["train_seconds_total"],
         "best": {"trial": best["number"], "settings": {**SETTINGS, **best["params"]},
                  "final_eval_loss": best["final_eval_loss"], "train_seconds": best["train_seconds"],
@@ -142,9 +148,26 @@ def train_study(args, work: Path, data: Path, exp1_settings: dict) -> float:
             env={"OMP_NUM_THREADS": "2"})
         search_wall = time.perf_counter() - search_start
         exp1_training.result()
-    folder = work / "search" / STUDY
-    shutil.copytree(RunsDir(work / "exp1" / "runs").run("exp1").path, RunsDir(folder / "runs").run("exp1").path)
+    copy_exp1(work)
     return search_wall
+
+
+def copy_exp1(work: Path) -> None:
+    """exp1's finished run into the study's runs (once)."""
+    exp1, into = RunsDir(work / "exp1" / "runs").run("exp1"), RunsDir(work / "search" / STUDY / "runs").run("exp1")
+    if exp1.is_trained() and not into.path.exists():
+        shutil.copytree(exp1.path, into.path)
+
+
+def record_cut_short(work: Path) -> int:
+    """The study still running when the device time ends: what it has done so far, as study_trained.json
+    says for a finished one (its wall time so far; the trials still running are left out)."""
+    started = json.loads((work / "study_started.json").read_text())
+    copy_exp1(work)
+    elapsed = round(time.time() - started["unix_time"], 1)
+    write_json_atomic(work / "study_trained.json", {"gpu": started["gpu"], "search_wall_s": elapsed,
+                                                    "wall_s": elapsed, "cut_short": True})
+    return 0
 
 
 def write_search_config(work: Path, base: Path, data: Path, trials: int, workers: int, smoke: bool) -> Path:

@@ -65,9 +65,11 @@ collect() {  # the T4 summary of what has finished, every results file, and one 
   cp $S/results/*.json "$OUT"/ 2>/dev/null
   tar czf "$OUT/parts.tgz" -C $S t4/parts logs search/search/smollm2/README.md search/search/smollm2/trials.json \
       search/logs rotations/logs 2>/dev/null
-  # A study trained but not yet evaluated (the device time ran out): what `bench_search.py --evaluate-only` needs
-  # elsewhere (the study's records, exp1's and the best trial's runs), in pieces of at most 15 MiB
-  if [[ -f $S/search/study_trained.json && -z $(ls $S/results/*-search.json 2>/dev/null) ]]; then
+  # A study not yet evaluated when the device time ends (or not finished: then recorded so far): what
+  # `bench_search.py --evaluate-only` needs elsewhere (the study's records, exp1's and the best trial's runs),
+  # in pieces of at most 15 MiB
+  if [[ -f $S/search/search/smollm2/study.json && -z $(ls $S/results/*-search.json 2>/dev/null) ]]; then
+    [[ -f $S/search/study_trained.json ]] || (cd $S/repo && $PY bench/bench_search.py --work $S/search --cut-short)
     local best=$($PY -c "import json, pathlib; print(pathlib.Path(json.load(open('$S/search/search/smollm2/study.json'))\
 ['best']['run']).name)")
     tar czf - -C $S --exclude='checkpoint-*' search/study_trained.json search/search/smollm2/study.json \
