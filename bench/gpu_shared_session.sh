@@ -17,6 +17,15 @@
 #          the search, the MedQA rotations), waits until the call's end nears and collects what has finished
 #   PART=collect bash bench/gpu_shared_session.sh   no carry: waits for the rest (WAIT_S) and collects again
 # Results come back in $OUT: the three JSON files and one archive of every part's JSON and log.
+# The search alone (its carry has no bitsandbytes or MedQA, so the GGUF fits two calls; CARRY names it):
+#   python bench/gpu_carry.py --wheels .whl --bnb <empty folder> --medqa <empty file> --tokenizer ../shared/data/tokenizer \
+#       --out .gpu-carry/search
+#   SPEED=0 PART=1 CARRY=$PWD/.gpu-carry/search bash bench/gpu_shared_session.sh            carry .gpu-carry/search/call1
+#   export CARRY=$PWD/.gpu-carry/search T4_PARTS= BENCHES=search WAIT_S=585
+#   PART=2 bash bench/gpu_shared_session.sh && PART=3 bash bench/gpu_shared_session.sh     carry .gpu-carry/search/call2
+#   PART=collect bash bench/gpu_shared_session.sh (WAIT_S: what the device time leaves)
+# A study not evaluated when a collect ends (or still running: recorded so far) comes back as study.tgz.part-*;
+# here: cat them | tar xz, then bench_search.py --evaluate-only --work <its search folder> --base <the real base>.
 # Rehearse the plumbing on the CPU (tiny base, a few steps; nothing is constrained there):
 #   for p in 1 3; do PY=.venv/bin/python SMOKE=1 PART=$p bash bench/gpu_shared_session.sh; done
 set -o pipefail
