@@ -68,12 +68,14 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny settings, a CPU check of the script")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate a study trained on another machine (its --work folder, brought here)")
-    parser.add_argument("--cut-short", action="store_true",
-                        help="the device time is ending: record the study so far for --evaluate-only elsewhere")
+    parser.add_argument("--hand-off", action="store_true",
+                        help="the device time is ending: print what --evaluate-only needs elsewhere (paths under "
+                             "--work's parent), the study so far recorded first if it is still running")
     args = parser.parse_args(argv)
     work, logs = args.work, args.work / "logs"
-    if args.cut_short:
-        return record_cut_short(work)
+    if args.hand_off:
+        print("\n".join(str(path.relative_to(work.parent)) for path in hand_off(work)))
+        return 0
     start = time.perf_counter()
     data = prepare(work, args.base, args.flashcards, 120 if args.smoke else "all", logs)
     folder, trained = work / "search" / STUDY, work / "study_trained.json"
@@ -159,15 +161,23 @@ def copy_exp1(work: Path) -> None:
         shutil.copytree(exp1.path, into.path)
 
 
-def record_cut_short(work: Path) -> int:
-    """The study still running when the device time ends: what it has done so far, as study_trained.json
-    says for a finished one (its wall time so far; the trials still running are left out)."""
-    started = json.loads((work / "study_started.json").read_text())
-    copy_exp1(work)
-    elapsed = round(time.time() - started["unix_time"], 1)
-    write_json_atomic(work / "study_trained.json", {"gpu": started["gpu"], "search_wall_s": elapsed,
-                                                    "wall_s": elapsed, "cut_short": True})
-    return 0
+def hand_off(work: Path) -> list[Path]:
+    """What `--evaluate-only` reads: the study's records, exp1's and the best trial's runs (none before a trial
+    has finished). A study still running is recorded so far, as study_trained.json says for a finished one (its
+    wall time so far; the trials still running are left out)."""
+    folder, trained = work / "search" / STUDY, work / "study_trained.json"
+    summary = json.loads((folder / "study.json").read_text()) if (folder / "study.json").exists() else {}
+    if not summary.get("best"):
+        return []
+    if not trained.exists():
+        started = json.loads((work / "study_started.json").read_text())
+        copy_exp1(work)
+        elapsed = round(time.time() - started["unix_time"], 1)
+        write_json_atomic(trained, {"gpu": started["gpu"], "search_wall_s": elapsed, "wall_s": elapsed,
+                                    "cut_short": True})
+    runs = RunsDir(folder / "runs")
+    return [trained, folder / "study.json", folder / "trials.json", folder / "loss_vs_train_seconds.png",
+            runs.run("exp1").path, runs.run(Path(summary["best"]["run"]).name).path]
 
 
 def write_search_config(work: Path, base: Path, data: Path, trials: int, workers: int, smoke: bool) -> Path:

@@ -24,7 +24,7 @@
 #   export CARRY=$PWD/.gpu-carry/search T4_PARTS= BENCHES=search WAIT_S=585
 #   PART=2 bash bench/gpu_shared_session.sh && PART=3 bash bench/gpu_shared_session.sh     carry .gpu-carry/search/call2
 #   PART=collect bash bench/gpu_shared_session.sh (WAIT_S: what the device time leaves)
-# A study not evaluated when a collect ends (or still running: recorded so far) comes back as study.tgz.part-*;
+# A study not evaluated when a collect ends (or still running: recorded so far, `--hand-off`) comes back as study.tgz.part-*;
 # here: cat them | tar xz, then bench_search.py --evaluate-only --work <its search folder> --base <the real base>.
 # Rehearse the plumbing on the CPU (tiny base, a few steps; nothing is constrained there):
 #   for p in 1 3; do PY=.venv/bin/python SMOKE=1 PART=$p bash bench/gpu_shared_session.sh; done
@@ -75,15 +75,10 @@ collect() {  # the T4 summary of what has finished, every results file, and one 
   tar czf "$OUT/parts.tgz" -C $S t4/parts logs search/search/smollm2/README.md search/search/smollm2/trials.json \
       search/logs rotations/logs 2>/dev/null
   # A study not yet evaluated when the device time ends (or not finished: then recorded so far): what
-  # `bench_search.py --evaluate-only` needs elsewhere (the study's records, exp1's and the best trial's runs),
-  # in pieces of at most 15 MiB
-  if [[ -f $S/search/search/smollm2/study.json && -z $(ls $S/results/*-search.json 2>/dev/null) ]]; then
-    [[ -f $S/search/study_trained.json ]] || (cd $S/repo && $PY bench/bench_search.py --work $S/search --cut-short)
-    local best=$($PY -c "import json, pathlib; print(pathlib.Path(json.load(open('$S/search/search/smollm2/study.json'))\
-['best']['run']).name)")
-    tar czf - -C $S --exclude='checkpoint-*' search/study_trained.json search/search/smollm2/study.json \
-      search/search/smollm2/trials.json search/search/smollm2/loss_vs_train_seconds.png \
-      search/search/smollm2/runs/exp1 search/search/smollm2/runs/$best | split -b 15M - "$OUT/study.tgz.part-"
+  # `bench_search.py --evaluate-only` needs elsewhere, in pieces of at most 15 MiB
+  if [[ -d $S/search && -z $(ls $S/results/*-search.json 2>/dev/null) ]]; then
+    local files=$(cd $S/repo && $PY bench/bench_search.py --work $S/search --hand-off)
+    [[ -z $files ]] || tar czf - -C $S --exclude='checkpoint-*' $files | split -b 15M - "$OUT/study.tgz.part-"
   fi
   ls -la "$OUT"
 }
