@@ -4,13 +4,15 @@
     python bench/gpu_carry.py --wheels ../main/.whl --bnb ../main/.gpu-carry/bnb --tokenizer ../shared/data/tokenizer
 
 call1/: the wheels the GPU image lacks (the project's pins), bitsandbytes unpacked with only its CUDA 13.0
-library, TinyLlama's tokenizer and config, the flashcards and MedQA, and the first piece of the real base's GGUF
+library, TinyLlama's tokenizer and config, the flashcards and MedQA, the commit the tree is sent from
+(code.json: build the carry from the checkout you send), and the first piece of the real base's GGUF
 (gzip-compressed: 98.4 MB become 92.7); call2/, call3/...: the GGUF's other pieces, as many calls as it takes.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from training.provenance import code_commit  # noqa: E402
 from training.real_base import GGUF_NAME, check_gguf, packaged_gguf  # noqa: E402
 
 CALL_LIMIT = 64 * 2**20  # what one device call carries, working tree included
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.wheels}: no wheel for {', '.join(sorted(missing))}")
     shutil.copytree(args.bnb, first / "bnb")
     shutil.copytree(args.tokenizer, first / "tok")
+    # The GPU machine's copy of the tree has no .git: the commit it is sent from (training.provenance reads it)
+    (first / "code.json").write_text(json.dumps(code_commit()))
     (first / "data").mkdir()
     for source in (args.flashcards, args.medqa):
         shutil.copy2(source, first / "data" / source.name)

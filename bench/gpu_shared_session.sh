@@ -34,7 +34,7 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATAS
 # The search's six workers share the GPU, each capped at its sixth: less fragmentation under the cap.
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 S=${SESSION_DIR:-/tmp/s}
-export PYTHONPATH=$S/site:$S/bnb:$S/repo
+export PYTHONPATH=$S/site:$S/bnb:$S/repo CODE_COMMIT_FILE=$S/code.json  # the commit the tree was sent from
 OUT=${OUT:-$S/out}
 C=${CARRY:-$PWD/.gpu-carry/session}  # where a call finds the carried folders
 mkdir -p "$S/logs" "$S/results" "$OUT"
@@ -71,7 +71,7 @@ wait_for() {  # SECONDS NAME...: until every part named has an exit status, or t
 
 collect() {  # the T4 summary of what has finished, every results file, and one archive of the parts and logs
   (cd $S/repo && $(t4 summary) > $S/logs/t4-summary.log 2>&1) || tail -5 $S/logs/t4-summary.log
-  cp $S/results/*.json "$OUT"/ 2>/dev/null
+  cp $S/results/*.json $S/results/*.png "$OUT"/ 2>/dev/null
   tar czf "$OUT/parts.tgz" -C $S t4/parts logs search/search/smollm2/README.md search/search/smollm2/trials.json \
       search/logs rotations/logs 2>/dev/null
   # A study not yet evaluated when the device time ends (or not finished: then recorded so far): what
@@ -88,7 +88,7 @@ case ${PART:?} in
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   [[ -n $SMOKE ]] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target $S/site $C/call1/whl/*.whl || exit 1  # (the rehearsal uses its own environment)
-  cp -r $C/call1/bnb $C/call1/tok $C/call1/data $S/ && cp $C/call1/gguf.gz.part-* $S/
+  cp -r $C/call1/bnb $C/call1/tok $C/call1/data $C/call1/code.json $S/ && cp $C/call1/gguf.gz.part-* $S/
   # A snapshot of the tree: later calls re-copy the working tree, and running parts must not change under it.
   rm -rf $S/repo && mkdir -p $S/repo && cp -r common training hub space configs bench tests pyproject.toml $S/repo/
   cd $S/repo

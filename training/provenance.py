@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -43,6 +44,11 @@ def base_model_record(base: str, revision: str | None) -> dict[str, Any]:
     return record
 
 
+# A copy of the tree without its .git (what the GPU machine runs) names the commit it was copied from in the
+# file this variable points to: code_commit()'s record, written by the checkout that sent the copy.
+SENT_FROM_ENV = "CODE_COMMIT_FILE"
+
+
 def code_commit() -> dict[str, Any]:
     """The git commit of this checkout, and whether it had uncommitted changes."""
     def git(*args):
@@ -51,10 +57,19 @@ def code_commit() -> dict[str, Any]:
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode:
-            return {"commit": None, "dirty": None}
+            return sent_from()
         dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
         return {"commit": head.stdout.strip(), "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
+        return sent_from()
+
+
+def sent_from() -> dict[str, Any]:
+    """Outside a git checkout: the commit a copy of the tree was sent from, where its sender recorded one."""
+    try:
+        record = json.loads(Path(os.environ[SENT_FROM_ENV]).read_text())
+        return {"commit": record["commit"], "dirty": record["dirty"], "copied_tree": True}
+    except (KeyError, OSError, ValueError, TypeError):
         return {"commit": None, "dirty": None}
 
 
