@@ -16,7 +16,7 @@
 #          builds the real base, prepares the flashcards, starts every other part (the T4 parts and the GPU tests,
 #          the search, the MedQA rotations), waits until the call's end nears and collects what has finished
 #   PART=collect bash bench/gpu_shared_session.sh   no carry: waits for the rest (WAIT_S) and collects again
-# Results come back in $OUT: the three JSON files and one archive of every part's JSON and log.
+# Results come back in $OUT: the three JSON files (the search's plot beside its own) and one archive of every part's JSON and log.
 # The search alone (its carry has no bitsandbytes or MedQA, so the GGUF fits two calls; CARRY names it):
 #   python bench/gpu_carry.py --wheels .whl --bnb <empty folder> --medqa <empty file> --tokenizer ../shared/data/tokenizer \
 #       --out .gpu-carry/search
