@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     data = prepare(work, args.base, args.flashcards, 120 if args.smoke else "all", logs)
     folder, trained = work / "search" / STUDY, work / "study_trained.json"
-    exp1_settings = {"quantization": "none", **({k: SMOKE[k] for k in SMOKE} if args.smoke else {})}
+    exp1_settings = {"quantization": "none", **(SMOKE if args.smoke else {})}
     if not args.evaluate_only:
         write_json_atomic(work / "study_started.json", {"gpu": gpu_slug(), "unix_time": time.time()})
         search_wall = train_study(args, work, data, exp1_settings)
